@@ -1,0 +1,202 @@
+//! The control-plane client: one kept-alive HTTP agent, two calls, and the classes of failure
+//! the agent loop acts on.
+
+use std::io;
+use std::time::Duration;
+
+use ureq::http::Response;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::{Agent, Body};
+
+use crate::control_plane_url::ControlPlaneUrl;
+use crate::protocol::{self, HeartbeatPayload, RegisterRequest, Registration};
+
+/// Whether this build can speak HTTPS.
+pub const HTTPS_SUPPORTED: bool = false;
+
+/// Time allowed to open a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for a whole request, from resolving the name to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer the agent reads; the control plane's answers are well under 1 KiB.
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// Longest server-provided text put into a log line.
+const DETAIL_LIMIT: usize = 500;
+
+/// Why a call did not succeed, sorted by what the agent should do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 401, 403 or 404: the control plane no longer knows this node or its token. Register again.
+    Rejected { status: u16, detail: String },
+    /// 422: the control plane could not read what the agent sent, which is the agent's bug.
+    Invalid { detail: String },
+    /// No usable answer: refused, reset, timed out, a 5xx, or a body that is not what the
+    /// protocol promises. The control plane is down or unwell; try again later.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Rejected { status, detail } => write!(f, "HTTP {status}: {detail}"),
+            Failure::Invalid { detail } => write!(f, "HTTP 422: {detail}"),
+            Failure::Unavailable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+pub struct ControlPlane {
+    agent: Agent,
+    url: ControlPlaneUrl,
+    register_url: String,
+}
+
+impl ControlPlane {
+    pub fn new(url: &ControlPlaneUrl) -> ControlPlane {
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .user_agent(format!("miaas-agent/{}", crate::VERSION))
+            .accept("application/json")
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .build();
+        ControlPlane {
+            agent: Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
+            url: url.clone(),
+            register_url: url.endpoint("/api/v1/nodes/register"),
+        }
+    }
+
+    pub fn url(&self) -> &ControlPlaneUrl {
+        &self.url
+    }
+
+    pub fn register(&self, request: &RegisterRequest) -> Result<Registration, Failure> {
+        let body = miniserde::json::to_string(request);
+        let response = self
+            .agent
+            .post(&self.register_url)
+            .header("content-type", "application/json")
+            .send(body.as_bytes());
+        let (status, answer) = read_answer(response)?;
+        match status {
+            200..=299 => protocol::parse_registration(&answer)
+                .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
+            _ => Err(classify(status, &answer)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        registration: &Registration,
+        payload: &HeartbeatPayload,
+    ) -> Result<(), Failure> {
+        let url = self
+            .url
+            .endpoint(&format!("/api/v1/nodes/{}/heartbeat", registration.node_id));
+        let body = miniserde::json::to_string(payload);
+        let response = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", registration.token.bearer())
+            .send(body.as_bytes());
+        let (status, answer) = read_answer(response)?;
+        match status {
+            200..=299 => protocol::parse_heartbeat_ack(&answer)
+                .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
+            _ => Err(classify(status, &answer)),
+        }
+    }
+}
+
+/// The status and at most `MAX_ANSWER_BYTES` of the body, as text.
+fn read_answer(response: Result<Response<Body>, ureq::Error>) -> Result<(u16, String), Failure> {
+    let mut response = response.map_err(|error| Failure::Unavailable(describe(&error)))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_vec()
+        .map_err(|error| {
+            Failure::Unavailable(format!("HTTP {status}, but {}", describe(&error)))
+        })?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn classify(status: u16, answer: &str) -> Failure {
+    let detail = protocol::error_detail(answer, DETAIL_LIMIT);
+    match status {
+        401 | 403 | 404 => Failure::Rejected {
+            status,
+            detail: detail.unwrap_or_else(|| "no detail".into()),
+        },
+        422 => Failure::Invalid {
+            detail: detail.unwrap_or_else(|| "no detail".into()),
+        },
+        _ => Failure::Unavailable(match detail {
+            Some(detail) => format!("HTTP {status}: {detail}"),
+            None if answer.trim_start().starts_with('<') => {
+                format!("HTTP {status} with an HTML page")
+            }
+            None => format!("HTTP {status}"),
+        }),
+    }
+}
+
+/// ureq's errors in an operator's words.
+fn describe(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => {
+            format!("could not connect within {}s", CONNECT_TIMEOUT.as_secs())
+        }
+        ureq::Error::Timeout(_) => {
+            format!("no complete answer within {}s", REQUEST_TIMEOUT.as_secs())
+        }
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::BodyExceedsLimit(_) => {
+            format!("the answer is larger than {} KiB", MAX_ANSWER_BYTES / 1024)
+        }
+        ureq::Error::Io(error) => match error.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            io::ErrorKind::ConnectionReset => "connection reset".into(),
+            io::ErrorKind::UnexpectedEof => {
+                "the connection closed before the answer was complete".into()
+            }
+            _ => error.to_string(),
+        },
+        other => protocol::printable(&other.to_string(), DETAIL_LIMIT),
+    }
+}
+
+/// Resolves on the calling thread; see [`crate::net::resolve`].
+#[derive(Debug)]
+struct InlineResolver;
+
+impl Resolver for InlineResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let port = match uri.port_u16() {
+            Some(port) => port,
+            None if uri.scheme_str() == Some("https") => 443,
+            None => 80,
+        };
+        let mut addresses = self.empty();
+        let resolved = crate::net::resolve(host, port).map_err(|_| ureq::Error::HostNotFound)?;
+        // ureq keeps at most 16 addresses.
+        for address in resolved.into_iter().take(16) {
+            addresses.push(address);
+        }
+        Ok(addresses)
+    }
+}

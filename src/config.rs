@@ -1,0 +1,466 @@
+//! Settings: each one a flag, else an environment variable, else a default.
+//!
+//! Everything is checked here, before the agent touches the network, so that a bad setting is one
+//! line naming it and exit code 2 rather than a failure an hour later.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::control_plane_url::{ControlPlaneUrl, Scheme};
+use crate::log::{Format, Level};
+use crate::probe::HostPaths;
+
+/// Everything the agent was told to do.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Base URL of the control plane, `http://` or `https://`.
+    /// Default: `http://localhost:8080`.
+    pub control_plane_url: ControlPlaneUrl,
+    /// Time from one heartbeat to the next, 0.01 s to one day. Default: 30 s.
+    pub heartbeat_interval: Duration,
+    /// Name sent on registration. Default: the host name.
+    pub node_name: String,
+    /// Address sent on registration. `None` means the local address of the route to the control
+    /// plane, found at each registration. Default: `None` (auto).
+    pub node_ip: Option<IpAddr>,
+    /// Least important log lines shown. Default: `info`.
+    pub log_level: Level,
+    /// `text` or `json` log lines. Default: `text`.
+    pub log_format: Format,
+    /// Where the node's /proc, /sys and root filesystem are seen from here, and which filesystem
+    /// to report. Default: this process's own `/proc`, `/sys`, `/`, and `/`.
+    pub host: HostPaths,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Register and send heartbeats until stopped.
+    Run(Config),
+    /// Print what the agent sees as one JSON document and exit, touching no network.
+    Once(Config),
+    /// Print this text to stdout and exit 0 (`--help`, `--version`).
+    Print(String),
+}
+
+/// A setting that cannot be used. Shown as one line; the agent exits with code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// MIaaS node agent: registers this node with the control plane and sends heartbeats with its
+/// CPU, memory, disk and container figures. Every option can also be set by the environment
+/// variable named in its description; the option wins.
+#[derive(FromArgs, Debug)]
+struct Flags {
+    /// control plane base URL, http:// or https:// [env CONTROL_PLANE_URL, default http://localhost:8080]
+    #[argh(option)]
+    control_plane_url: Option<String>,
+
+    /// seconds between heartbeats, decimals allowed [env HEARTBEAT_INTERVAL, default 30]
+    #[argh(option)]
+    heartbeat_interval: Option<String>,
+
+    /// name sent on registration [env NODE_NAME, default the host name]
+    #[argh(option)]
+    node_name: Option<String>,
+
+    /// address sent on registration, or "auto" for the local address of the route to the control plane [env NODE_IP, default auto]
+    #[argh(option)]
+    node_ip: Option<String>,
+
+    /// error, warn, info or debug [env LOG_LEVEL, default info]
+    #[argh(option)]
+    log_level: Option<String>,
+
+    /// text or json [env LOG_FORMAT, default text]
+    #[argh(option)]
+    log_format: Option<String>,
+
+    /// where the node's /proc is, e.g. /host/proc [env HOST_PROC, default /proc]
+    #[argh(option)]
+    host_proc: Option<String>,
+
+    /// where the node's /sys is, e.g. /host/sys [env HOST_SYS, default /sys]
+    #[argh(option)]
+    host_sys: Option<String>,
+
+    /// where the node's root filesystem is mounted, e.g. /host [env HOST_ROOT, default /]
+    #[argh(option)]
+    host_root: Option<String>,
+
+    /// the filesystem to report, as a path on the node [env DISK_PATH, default /]
+    #[argh(option)]
+    disk_path: Option<String>,
+
+    /// print the detected capabilities and one metrics sample as JSON, then exit (no network)
+    #[argh(switch)]
+    once: bool,
+
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+/// One setting's raw text and where it came from, so an error can name what the user typed.
+struct Raw {
+    value: String,
+    name: String,
+}
+
+fn pick(
+    flag: Option<String>,
+    flag_name: &str,
+    variable: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Raw> {
+    if let Some(value) = flag {
+        return Some(Raw {
+            value,
+            name: format!("--{flag_name}"),
+        });
+    }
+    // An empty variable counts as unset, as `NODE_IP=${NODE_IP}` in a compose file leaves it.
+    env(variable)
+        .filter(|value| !value.is_empty())
+        .map(|value| Raw {
+            value,
+            name: variable.to_string(),
+        })
+}
+
+fn invalid(raw: &Raw, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid {}={:?}: {reason}", raw.name, raw.value))
+}
+
+/// Reads the command line (`args[0]` is the program name, unused) and the environment.
+pub fn parse(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let flags = match Flags::from_args(&["miaas-agent"], &rest) {
+        Ok(flags) => flags,
+        Err(early) if early.status.is_ok() => {
+            let mut help = early.output;
+            if !help.ends_with('\n') {
+                help.push('\n');
+            }
+            return Ok(Invocation::Print(help));
+        }
+        Err(early) => {
+            let first_line = early
+                .output
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .to_string();
+            return Err(ConfigError(format!("{first_line} (see --help)")));
+        }
+    };
+    if flags.version {
+        return Ok(Invocation::Print(format!(
+            "miaas-agent {}\n",
+            crate::VERSION
+        )));
+    }
+    let once = flags.once;
+    let config = resolve(flags, env)?;
+    Ok(if once {
+        Invocation::Once(config)
+    } else {
+        Invocation::Run(config)
+    })
+}
+
+fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let control_plane_url = match pick(
+        flags.control_plane_url,
+        "control-plane-url",
+        "CONTROL_PLANE_URL",
+        env,
+    ) {
+        None => ControlPlaneUrl::parse("http://localhost:8080").expect("the default URL parses"),
+        Some(raw) => {
+            let url = ControlPlaneUrl::parse(&raw.value).map_err(|reason| invalid(&raw, reason))?;
+            if url.scheme() == Scheme::Https && !crate::client::HTTPS_SUPPORTED {
+                return Err(invalid(
+                    &raw,
+                    "https:// needs an agent built with the `tls` feature",
+                ));
+            }
+            url
+        }
+    };
+
+    let heartbeat_interval = match pick(
+        flags.heartbeat_interval,
+        "heartbeat-interval",
+        "HEARTBEAT_INTERVAL",
+        env,
+    ) {
+        None => Duration::from_secs(30),
+        Some(raw) => parse_interval(&raw.value)
+            .ok_or_else(|| invalid(&raw, "must be a number of seconds from 0.01 to 86400"))?,
+    };
+
+    let node_name = match pick(flags.node_name, "node-name", "NODE_NAME", env) {
+        Some(raw) => {
+            if raw.value.chars().any(char::is_control) || raw.value.len() > 253 {
+                return Err(invalid(
+                    &raw,
+                    "must be at most 253 characters with no control characters",
+                ));
+            }
+            raw.value
+        }
+        None => {
+            let host_name = nix::unistd::gethostname().map_err(|error| {
+                ConfigError(format!(
+                    "NODE_NAME is not set and the host name cannot be read: {error}"
+                ))
+            })?;
+            host_name.to_string_lossy().into_owned()
+        }
+    };
+
+    let node_ip = match pick(flags.node_ip, "node-ip", "NODE_IP", env) {
+        None => None,
+        Some(raw) if raw.value == "auto" => None,
+        Some(raw) => Some(
+            raw.value
+                .parse::<IpAddr>()
+                .map_err(|_| invalid(&raw, "must be an IPv4 or IPv6 address, or auto"))?,
+        ),
+    };
+
+    let log_level = match pick(flags.log_level, "log-level", "LOG_LEVEL", env) {
+        None => Level::Info,
+        Some(raw) => Level::parse(&raw.value)
+            .ok_or_else(|| invalid(&raw, "must be error, warn, info or debug"))?,
+    };
+
+    let log_format = match pick(flags.log_format, "log-format", "LOG_FORMAT", env) {
+        None => Format::Text,
+        Some(raw) => {
+            Format::parse(&raw.value).ok_or_else(|| invalid(&raw, "must be text or json"))?
+        }
+    };
+
+    let host = host_paths(
+        pick(flags.host_proc, "host-proc", "HOST_PROC", env),
+        pick(flags.host_sys, "host-sys", "HOST_SYS", env),
+        pick(flags.host_root, "host-root", "HOST_ROOT", env),
+        pick(flags.disk_path, "disk-path", "DISK_PATH", env),
+    )?;
+
+    Ok(Config {
+        control_plane_url,
+        heartbeat_interval,
+        node_name,
+        node_ip,
+        log_level,
+        log_format,
+        host,
+    })
+}
+
+fn parse_interval(text: &str) -> Option<Duration> {
+    let seconds: f64 = text.trim().parse().ok()?;
+    (0.01..=86_400.0)
+        .contains(&seconds)
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+fn host_paths(
+    proc: Option<Raw>,
+    sys: Option<Raw>,
+    root: Option<Raw>,
+    disk: Option<Raw>,
+) -> Result<HostPaths, ConfigError> {
+    let directory = |raw: Option<Raw>, default: &str| -> Result<(PathBuf, bool), ConfigError> {
+        match raw {
+            None => Ok((PathBuf::from(default), false)),
+            Some(raw) => {
+                let path = PathBuf::from(&raw.value);
+                if !path.is_dir() {
+                    return Err(invalid(&raw, "is not a directory"));
+                }
+                Ok((path, true))
+            }
+        }
+    };
+    let (proc_path, proc_given) = directory(proc, "/proc")?;
+    let (sys_path, sys_given) = directory(sys, "/sys")?;
+    let (root_path, root_given) = directory(root, "/")?;
+    let disk_path = match disk {
+        None => PathBuf::from("/"),
+        Some(raw) => {
+            if !raw.value.starts_with('/') {
+                return Err(invalid(&raw, "must be an absolute path on the node"));
+            }
+            PathBuf::from(raw.value)
+        }
+    };
+    let host = HostPaths {
+        proc: proc_path,
+        sys: sys_path,
+        root: root_path,
+        disk: disk_path,
+        given: proc_given || sys_given || root_given,
+    };
+    for file in ["stat", "meminfo"] {
+        let path = host.proc.join(file);
+        if let Err(error) = std::fs::metadata(&path) {
+            return Err(ConfigError(format!(
+                "HOST_PROC={}: cannot read {}: {error}",
+                host.proc.display(),
+                path.display()
+            )));
+        }
+    }
+    let disk_on_this_machine = host.disk_on_this_machine();
+    if let Err(error) = nix::sys::statvfs::statvfs(Path::new(&disk_on_this_machine)) {
+        return Err(ConfigError(format!(
+            "DISK_PATH={}: cannot statvfs {}: {error}",
+            host.disk.display(),
+            disk_on_this_machine.display()
+        )));
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Invocation, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut argv = vec!["miaas-agent".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        parse(&argv, &|name| vars.get(name).cloned())
+    }
+
+    fn config(args: &[&str], vars: &[(&str, &str)]) -> Config {
+        match parse_with(args, vars) {
+            Ok(Invocation::Run(config)) => config,
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str], vars: &[(&str, &str)]) -> String {
+        parse_with(args, vars).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults() {
+        let config = config(&[], &[]);
+        assert_eq!(
+            config.control_plane_url.to_string(),
+            "http://localhost:8080"
+        );
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(config.node_ip, None);
+        assert_eq!(config.log_level, Level::Info);
+        assert_eq!(config.log_format, Format::Text);
+        assert_eq!(config.host.proc, PathBuf::from("/proc"));
+        assert!(!config.node_name.is_empty());
+    }
+
+    #[test]
+    fn flag_beats_variable_beats_default() {
+        let vars = [("HEARTBEAT_INTERVAL", "5"), ("NODE_NAME", "from-env")];
+        let config = config(&["--heartbeat-interval", "0.5"], &vars);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.node_name, "from-env");
+    }
+
+    #[test]
+    fn empty_variable_is_unset() {
+        assert_eq!(config(&[], &[("NODE_IP", "")]).node_ip, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_value() {
+        for (vars, expected) in [
+            (
+                ("HEARTBEAT_INTERVAL", "abc"),
+                "invalid HEARTBEAT_INTERVAL=\"abc\"",
+            ),
+            (
+                ("HEARTBEAT_INTERVAL", "0"),
+                "invalid HEARTBEAT_INTERVAL=\"0\"",
+            ),
+            (
+                ("HEARTBEAT_INTERVAL", "-5"),
+                "invalid HEARTBEAT_INTERVAL=\"-5\"",
+            ),
+            (
+                ("HEARTBEAT_INTERVAL", "NaN"),
+                "invalid HEARTBEAT_INTERVAL=\"NaN\"",
+            ),
+            (
+                ("HEARTBEAT_INTERVAL", "1e300"),
+                "invalid HEARTBEAT_INTERVAL=\"1e300\"",
+            ),
+            (
+                ("CONTROL_PLANE_URL", "not-a-url"),
+                "invalid CONTROL_PLANE_URL=\"not-a-url\"",
+            ),
+            (
+                ("CONTROL_PLANE_URL", "ftp://cp"),
+                "invalid CONTROL_PLANE_URL=\"ftp://cp\"",
+            ),
+            (("LOG_LEVEL", "loud"), "invalid LOG_LEVEL=\"loud\""),
+            (("LOG_FORMAT", "xml"), "invalid LOG_FORMAT=\"xml\""),
+            (("NODE_IP", "10.0.0"), "invalid NODE_IP=\"10.0.0\""),
+            (
+                ("HOST_PROC", "/nonexistent"),
+                "invalid HOST_PROC=\"/nonexistent\"",
+            ),
+            (("DISK_PATH", "relative"), "invalid DISK_PATH=\"relative\""),
+        ] {
+            let message = error(&[], &[vars]);
+            assert!(message.starts_with(expected), "{message}");
+            assert!(!message.contains('\n'));
+        }
+        assert!(
+            error(&["--heartbeat-interval", "x"], &[])
+                .starts_with("invalid --heartbeat-interval=\"x\"")
+        );
+        assert!(error(&["--bogus"], &[]).contains("--bogus"));
+    }
+
+    #[test]
+    fn help_lists_each_variable_and_version_prints() {
+        let Ok(Invocation::Print(help)) = parse_with(&["--help"], &[]) else {
+            panic!("no help")
+        };
+        for variable in [
+            "CONTROL_PLANE_URL",
+            "HEARTBEAT_INTERVAL",
+            "NODE_NAME",
+            "NODE_IP",
+            "LOG_LEVEL",
+            "LOG_FORMAT",
+        ] {
+            assert!(help.contains(variable), "{variable} missing from --help");
+        }
+        let Ok(Invocation::Print(version)) = parse_with(&["--version"], &[]) else {
+            panic!("no version")
+        };
+        assert_eq!(version, format!("miaas-agent {}\n", crate::VERSION));
+    }
+}

@@ -1,0 +1,214 @@
+//! The control plane's base URL, checked once at start-up so that every later request URL is
+//! known to be well formed.
+
+use std::fmt;
+use std::net::IpAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// `http[s]://host[:port][/base/path]`. The host is kept as written (a name, an IPv4 address, or
+/// an IPv6 address in brackets); the base path has no trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlPlaneUrl {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    explicit_port: bool,
+    base_path: String,
+}
+
+impl ControlPlaneUrl {
+    pub fn parse(text: &str) -> Result<ControlPlaneUrl, String> {
+        let (scheme, rest) = if let Some(rest) = text.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = text.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else {
+            return Err("must start with http:// or https://".into());
+        };
+        if rest.contains(['?', '#']) {
+            return Err("must not have a query or fragment".into());
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(
+                "must not carry credentials; the agent authenticates with its node token".into(),
+            );
+        }
+        let (host, port) = split_host_port(authority)?;
+        let explicit_port = port.is_some();
+        let port = port.unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        if path
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            return Err("path must not contain spaces or control characters".into());
+        }
+        Ok(ControlPlaneUrl {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+            explicit_port,
+            base_path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The host as written in the URL, without brackets around an IPv6 address.
+    pub fn host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of an API path such as `/api/v1/nodes/register`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{self}{path}")
+    }
+
+    /// Whether the control plane is on this machine's loopback, where a plain-HTTP token cannot
+    /// be read off the wire.
+    pub fn is_loopback(&self) -> bool {
+        self.host() == "localhost"
+            || self.host().ends_with(".localhost")
+            || self
+                .host()
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for ControlPlaneUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}", self.host)?;
+        if self.explicit_port {
+            write!(f, ":{}", self.port)?;
+        }
+        f.write_str(&self.base_path)
+    }
+}
+
+fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port) = if authority.starts_with('[') {
+        let close = authority.find(']').ok_or("has an unclosed [ in the host")?;
+        let host = &authority[..=close];
+        if host[1..close].parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{host} is not an IPv6 address"));
+        }
+        match &authority[close + 1..] {
+            "" => (host, None),
+            rest => (
+                host,
+                Some(
+                    rest.strip_prefix(':')
+                        .ok_or("has text after the IPv6 host")?,
+                ),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if !host.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(format!("host {host:?} is not a host name or address"));
+    }
+    let port = match port {
+        None => None,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => Some(port),
+            _ => return Err(format!("port {port:?} is not a number from 1 to 65535")),
+        },
+    };
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_ports_and_base_paths() {
+        let url = ControlPlaneUrl::parse("http://localhost:8080").unwrap();
+        assert_eq!((url.host(), url.port()), ("localhost", 8080));
+        assert_eq!(url.endpoint("/health"), "http://localhost:8080/health");
+
+        let url = ControlPlaneUrl::parse("https://CP.example.com/miaas/").unwrap();
+        assert_eq!(
+            (url.scheme(), url.host(), url.port()),
+            (Scheme::Https, "cp.example.com", 443)
+        );
+        assert_eq!(
+            url.endpoint("/api/v1/nodes/register"),
+            "https://cp.example.com/miaas/api/v1/nodes/register"
+        );
+
+        let url = ControlPlaneUrl::parse("http://[::1]:9000").unwrap();
+        assert_eq!((url.host(), url.port()), ("::1", 9000));
+        assert_eq!(url.to_string(), "http://[::1]:9000");
+        assert!(url.is_loopback());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_control_plane_url() {
+        for bad in [
+            "not-a-url",
+            "ftp://host",
+            "http://",
+            "http://:8080",
+            "http://host:0",
+            "http://host:99999",
+            "http://host:port",
+            "http://user:pw@host",
+            "http://host/?q=1",
+            "http://ho st",
+            "http://[::1",
+            "http://[nope]:80",
+        ] {
+            assert!(ControlPlaneUrl::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn knows_loopback() {
+        for (url, loopback) in [
+            ("http://localhost", true),
+            ("http://127.0.0.5:1", true),
+            ("http://10.0.0.1", false),
+            ("http://cp.example.com", false),
+        ] {
+            assert_eq!(
+                ControlPlaneUrl::parse(url).unwrap().is_loopback(),
+                loopback,
+                "{url}"
+            );
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! What the node has and how busy it is, read from files and system calls alone: /proc, /sys,
+//! statvfs and uname. One module per source; this one ties them into the registration's
+//! capabilities and the heartbeat's sample.
+
+mod cpu;
+mod disk;
+mod memory;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub use cpu::{CpuTimes, count_online};
+pub use disk::DiskSpace;
+pub use memory::Memory;
+
+use crate::protocol::{Capabilities, HeartbeatPayload};
+
+/// Where the node's files are seen from this process. In a container the node's /proc, /sys and
+/// / are mounted somewhere (e.g. under /host) and these point there.
+#[derive(Clone, Debug)]
+pub struct HostPaths {
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+    pub root: PathBuf,
+    /// The filesystem to report, as a path on the node.
+    pub disk: PathBuf,
+    /// Whether any of proc, sys or root was set rather than defaulted.
+    pub given: bool,
+}
+
+impl HostPaths {
+    /// The process's own view: /proc, /sys, / and the root filesystem.
+    pub fn local() -> HostPaths {
+        HostPaths {
+            proc: PathBuf::from("/proc"),
+            sys: PathBuf::from("/sys"),
+            root: PathBuf::from("/"),
+            disk: PathBuf::from("/"),
+            given: false,
+        }
+    }
+
+    /// The disk path as this process reaches it: `root` + `disk`.
+    pub fn disk_on_this_machine(&self) -> PathBuf {
+        self.root
+            .join(self.disk.strip_prefix("/").unwrap_or(&self.disk))
+    }
+}
+
+/// Reads what the node has, for registration. CPU count and memory are required by the
+/// control plane, so failing to read them is an error; the disk size is optional and becomes
+/// null.
+pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
+    let mut buffer = Vec::new();
+    let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
+    let cpu_count = count_online(stat);
+    if cpu_count == 0 {
+        return Err(invalid_data(&host.proc.join("stat"), "no cpuN lines"));
+    }
+    let meminfo_path = host.proc.join("meminfo");
+    let memory = Memory::parse(read_text(&meminfo_path, &mut buffer, MEMINFO_LIMIT)?)
+        .ok_or_else(|| invalid_data(&meminfo_path, "no MemTotal"))?;
+    let disk_mb = match DiskSpace::of(&host.disk_on_this_machine()) {
+        Ok(space) => Some(space.total_mb),
+        Err(error) => {
+            crate::warn!("Cannot read the size of {}: {error}", host.disk.display());
+            None
+        }
+    };
+    Ok(Capabilities {
+        os: os_name(),
+        cpu_count,
+        mem_mb: memory.total_mb(),
+        disk_mb,
+        gpus: Vec::new(),
+    })
+}
+
+/// `uname(2)`'s sysname in lower case: the running kernel's, which is the node's even in a
+/// container.
+fn os_name() -> String {
+    match nix::sys::utsname::uname() {
+        Ok(name) => name.sysname().to_string_lossy().to_ascii_lowercase(),
+        // uname cannot fail on Linux; a sysname is still owed to the control plane.
+        Err(_) => std::env::consts::OS.to_string(),
+    }
+}
+
+/// The first line of /proc/stat is short; the rest (one line per CPU, interrupts) is not
+/// needed for a sample and can be tens of KiB on a large machine.
+const STAT_HEAD: usize = 4096;
+/// /proc/meminfo is about 1.5 KiB; the keys read come first.
+const MEMINFO_LIMIT: usize = 16 * 1024;
+
+/// Takes heartbeat samples. CPU usage is the busy share since the previous sample (or the
+/// registration), so a heartbeat never sleeps to measure it. Buffers are reused: a sample
+/// allocates only the payload.
+pub struct Sampler {
+    host: HostPaths,
+    previous: Option<CpuTimes>,
+    buffer: Vec<u8>,
+}
+
+impl Sampler {
+    pub fn new(host: HostPaths) -> Sampler {
+        let mut sampler = Sampler {
+            host,
+            previous: None,
+            buffer: Vec::with_capacity(MEMINFO_LIMIT),
+        };
+        sampler.restart();
+        sampler
+    }
+
+    /// Takes the CPU baseline anew; the next sample measures from here.
+    pub fn restart(&mut self) {
+        self.previous = self.cpu_times().ok();
+    }
+
+    /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
+    /// logged) rather than sent as a made-up number.
+    pub fn sample(&mut self) -> HeartbeatPayload {
+        let cpu_usage = match self.cpu_times() {
+            Ok(now) => {
+                let usage = self
+                    .previous
+                    .map(|earlier| now.busy_percent_since(&earlier));
+                self.previous = Some(now);
+                usage
+            }
+            Err(error) => {
+                crate::warn!("Cannot read CPU usage: {error}");
+                None
+            }
+        };
+        let meminfo = self.host.proc.join("meminfo");
+        let mem_usage = match read_text(&meminfo, &mut self.buffer, MEMINFO_LIMIT) {
+            Ok(text) => Memory::parse(text).map(|memory| memory.used_percent()),
+            Err(error) => {
+                crate::warn!("Cannot read memory usage: {error}");
+                None
+            }
+        };
+        let disk_free_mb = match DiskSpace::of(&self.host.disk_on_this_machine()) {
+            Ok(space) => Some(space.available_mb),
+            Err(error) => {
+                crate::warn!(
+                    "Cannot read free space of {}: {error}",
+                    self.host.disk.display()
+                );
+                None
+            }
+        };
+        HeartbeatPayload {
+            cpu_usage,
+            mem_usage,
+            disk_free_mb,
+            running_containers: Vec::new(),
+        }
+    }
+
+    fn cpu_times(&mut self) -> io::Result<CpuTimes> {
+        let path = self.host.proc.join("stat");
+        let text = read_text(&path, &mut self.buffer, STAT_HEAD)?;
+        CpuTimes::parse(text).ok_or_else(|| invalid_data(&path, "no cpu line"))
+    }
+}
+
+/// Reads up to `limit` bytes of a text file into `buffer`, reusing its allocation.
+fn read_text<'b>(path: &Path, buffer: &'b mut Vec<u8>, limit: usize) -> io::Result<&'b str> {
+    buffer.clear();
+    File::open(path)?.take(limit as u64).read_to_end(buffer)?;
+    std::str::from_utf8(buffer).map_err(|_| invalid_data(path, "not text"))
+}
+
+fn invalid_data(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {what}", path.display()),
+    )
+}

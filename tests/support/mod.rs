@@ -1,0 +1,223 @@
+//! Runs the real agent binary and reads what it logs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use control_plane::{ControlPlane, Endpoint, Fault, Request};
+
+/// The binary under test: `MIAAS_AGENT_BIN` if set (a cross-built or release binary), else the
+/// one cargo built for these tests.
+pub fn binary() -> PathBuf {
+    std::env::var_os("MIAAS_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_miaas-agent")))
+}
+
+/// A command for the agent with an empty environment, so nothing from the test runner's
+/// environment (a proxy, a LOG_LEVEL) changes what is tested.
+pub fn command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary());
+    command.env_clear();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// A running agent, killed when dropped.
+pub struct Agent {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Agent {
+    /// Starts the agent against `url` with a 0.2 s heartbeat; `env` adds or overrides settings.
+    pub fn start(url: &str, env: &[(&str, &str)]) -> Agent {
+        let mut all = vec![
+            ("CONTROL_PLANE_URL", url),
+            ("HEARTBEAT_INTERVAL", "0.2"),
+            ("NODE_NAME", "test-node"),
+        ];
+        all.extend_from_slice(env);
+        Agent::spawn(command(&all))
+    }
+
+    pub fn spawn(mut command: Command) -> Agent {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent binary starts");
+        let (sender, lines) = channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Agent {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a line containing `needle` that has not been returned before; all lines read
+    /// meanwhile are kept for `output`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let start = self.seen.len();
+        loop {
+            if let Some(line) = self.seen[start..].iter().find(|line| line.contains(needle)) {
+                return Some(line.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    thread::sleep(Duration::from_millis(10).min(left));
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like `wait_for_line`, but panics with everything logged so far when the line never comes.
+    #[track_caller]
+    pub fn expect_line(&mut self, needle: &str, timeout: Duration) -> String {
+        match self.wait_for_line(needle, timeout) {
+            Some(line) => line,
+            None => panic!(
+                "no line with {needle:?} within {timeout:?}; the agent said:\n{}",
+                self.output()
+            ),
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn output(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (just now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn registrations(requests: &[Request]) -> Vec<&Request> {
+    requests.iter().filter(|r| r.is_register()).collect()
+}
+
+pub fn heartbeats(requests: &[Request]) -> Vec<&Request> {
+    requests.iter().filter(|r| r.is_heartbeat()).collect()
+}
+
+pub fn count_heartbeats(requests: &[Request], status: u16) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.is_heartbeat() && r.status == status)
+        .count()
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The node's figures by the definitions of ../shared/metrics.md, computed here independently of
+/// the agent's code.
+pub mod node {
+    pub fn cpu_count() -> u64 {
+        std::fs::read_to_string("/proc/stat")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count() as u64
+    }
+
+    pub fn meminfo_kib(key: &str) -> u64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn mem_mb() -> u64 {
+        meminfo_kib("MemTotal") * 1024 / (1 << 20)
+    }
+
+    pub fn statvfs_mb(path: &str) -> (u64, u64) {
+        let stats = nix::sys::statvfs::statvfs(path).unwrap();
+        let frsize = stats.fragment_size() as u128;
+        (
+            ((stats.blocks() as u128 * frsize) >> 20) as u64,
+            ((stats.blocks_available() as u128 * frsize) >> 20) as u64,
+        )
+    }
+
+    pub fn host_name() -> String {
+        nix::unistd::gethostname()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+}
