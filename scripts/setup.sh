@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Installs what building and testing the agent needs: the musl targets, and the Debian packages
-# used by the tests. Safe to run again.
+# Installs what building and testing the agent needs: the musl target, a C compiler for musl
+# (ring, the TLS build's crypto, has C and assembly), and the Debian tools the tests use.
+# Safe to run again; quiet when everything is there.
 set -euo pipefail
 
-rustup target add x86_64-unknown-linux-musl >/dev/null
+rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1
 
 need=()
+command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v file >/dev/null || need+=(file)
 if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "setup: please install: ${need[*]}" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: please install these Debian packages: ${need[*]}" >&2
     exit 1
   fi
+  apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq "$@" >/dev/null; }
+  apt_get update
+  apt_get install -y "${need[@]}"
 fi

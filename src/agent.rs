@@ -24,7 +24,7 @@ enum Lost {
 }
 
 pub fn run(config: &Config) -> ! {
-    let client = ControlPlane::new(&config.control_plane_url);
+    let client = ControlPlane::new(config);
     let mut sampler = Sampler::new(config.host.clone());
     let mut backoff = Backoff::new(config.heartbeat_interval);
     let mut wait_first = false;

@@ -9,11 +9,12 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
+use crate::config::Config;
 use crate::control_plane_url::ControlPlaneUrl;
 use crate::protocol::{self, HeartbeatPayload, RegisterRequest, Registration};
 
 /// Whether this build can speak HTTPS.
-pub const HTTPS_SUPPORTED: bool = false;
+pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +24,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Longest server-provided text put into a log line.
 const DETAIL_LIMIT: usize = 500;
+
+/// The start-up warning owed when the token would cross a network in clear text: plain
+/// `http://` to anything but this machine's loopback.
+pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
+    (url.scheme() == crate::control_plane_url::Scheme::Http && !url.is_loopback()).then(|| {
+        format!(
+            "CONTROL_PLANE_URL is plain http://: the node token crosses the network to {} unencrypted; use https:// unless this network is trusted",
+            url.host()
+        )
+    })
+}
 
 /// Why a call did not succeed, sorted by what the agent should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +65,12 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(url: &ControlPlaneUrl) -> ControlPlane {
+    pub fn new(settings: &Config) -> ControlPlane {
+        let proxy = settings.proxy.as_ref().map(|choice| {
+            // Checked when the settings were read: the URL has a scheme, a host and a port.
+            ureq::Proxy::new(&choice.url).expect("a checked proxy URL")
+        });
+        let url = &settings.control_plane_url;
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -63,7 +80,11 @@ impl ControlPlane {
             .accept("application/json")
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
-            .build();
+            // Chosen from the environment like curl, not as ureq would (see `proxy`).
+            .proxy(proxy);
+        #[cfg(feature = "tls")]
+        let config = config.tls_config(settings.tls.ureq_config());
+        let config = config.build();
         ControlPlane {
             agent: Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
             url: url.clone(),
@@ -151,6 +172,10 @@ fn classify(status: u16, answer: &str) -> Failure {
 
 /// ureq's errors in an operator's words.
 fn describe(error: &ureq::Error) -> String {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = crate::tls::describe(error) {
+        return tls;
+    }
     match error {
         ureq::Error::Timeout(ureq::Timeout::Connect) => {
             format!("could not connect within {}s", CONNECT_TIMEOUT.as_secs())
@@ -198,5 +223,25 @@ impl Resolver for InlineResolver {
             addresses.push(address);
         }
         Ok(addresses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_warning_only_off_loopback_over_http() {
+        let warning = |url: &str| cleartext_warning(&ControlPlaneUrl::parse(url).unwrap());
+        assert!(
+            warning("http://cp.example.com:8080")
+                .unwrap()
+                .contains("cp.example.com unencrypted")
+        );
+        assert!(warning("http://10.0.0.5").is_some());
+        assert_eq!(warning("http://localhost:8080"), None);
+        assert_eq!(warning("http://127.0.0.1:8080"), None);
+        assert_eq!(warning("http://[::1]:8080"), None);
+        assert_eq!(warning("https://cp.example.com"), None);
     }
 }

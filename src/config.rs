@@ -12,6 +12,7 @@ use argh::FromArgs;
 use crate::control_plane_url::{ControlPlaneUrl, Scheme};
 use crate::log::{Format, Level};
 use crate::probe::HostPaths;
+use crate::proxy::{self, ProxyChoice};
 
 /// Everything the agent was told to do.
 #[derive(Clone, Debug)]
@@ -33,6 +34,13 @@ pub struct Config {
     /// Where the node's /proc, /sys and root filesystem are seen from here, and which filesystem
     /// to report. Default: this process's own `/proc`, `/sys`, `/`, and `/`.
     pub host: HostPaths,
+    /// Roots to trust (`CA_CERT`, replacing Mozilla's) and the client certificate for mutual TLS
+    /// (`CLIENT_CERT`, `CLIENT_KEY`). Default: Mozilla's roots, no client certificate.
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::TlsFiles,
+    /// The proxy to the control plane, chosen from `https_proxy`, `http_proxy`, `all_proxy` and
+    /// `no_proxy` as curl chooses. Default: none.
+    pub proxy: Option<ProxyChoice>,
 }
 
 /// What the command line asks for.
@@ -100,6 +108,18 @@ struct Flags {
     /// the filesystem to report, as a path on the node [env DISK_PATH, default /]
     #[argh(option)]
     disk_path: Option<String>,
+
+    /// PEM file of the CA certificates to trust instead of the built-in Mozilla roots [env CA_CERT, default the Mozilla roots]
+    #[argh(option)]
+    ca_cert: Option<String>,
+
+    /// PEM file of the client certificate chain for mutual TLS [env CLIENT_CERT, default none]
+    #[argh(option)]
+    client_cert: Option<String>,
+
+    /// PEM file of the client certificate's private key [env CLIENT_KEY, default none]
+    #[argh(option)]
+    client_key: Option<String>,
 
     /// print the detected capabilities and one metrics sample as JSON, then exit (no network)
     #[argh(switch)]
@@ -262,6 +282,46 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         pick(flags.disk_path, "disk-path", "DISK_PATH", env),
     )?;
 
+    let ca_cert = pick(flags.ca_cert, "ca-cert", "CA_CERT", env);
+    let client_cert = pick(flags.client_cert, "client-cert", "CLIENT_CERT", env);
+    let client_key = pick(flags.client_key, "client-key", "CLIENT_KEY", env);
+    #[cfg(feature = "tls")]
+    let tls = {
+        let path = |raw: &Option<Raw>| raw.as_ref().map(|raw| PathBuf::from(&raw.value));
+        crate::tls::TlsFiles::load(
+            path(&ca_cert).as_deref(),
+            path(&client_cert).as_deref(),
+            path(&client_key).as_deref(),
+        )
+        .map_err(|(setting, reason)| {
+            let (raw, name) = match setting {
+                crate::tls::Setting::CaCert => (&ca_cert, "CA_CERT"),
+                crate::tls::Setting::ClientCert => (&client_cert, "CLIENT_CERT"),
+                crate::tls::Setting::ClientKey => (&client_key, "CLIENT_KEY"),
+            };
+            match raw {
+                Some(raw) => invalid(raw, reason),
+                None => ConfigError(format!("{name} {reason}")),
+            }
+        })?
+    };
+    #[cfg(not(feature = "tls"))]
+    if let Some(raw) = ca_cert.or(client_cert).or(client_key) {
+        return Err(invalid(&raw, "needs an agent built with the `tls` feature"));
+    }
+
+    let proxy = proxy::choose(&control_plane_url, env)
+        .map_err(|reason| ConfigError(format!("invalid {reason}")))?;
+    if let Some(choice) = &proxy
+        && choice.url.starts_with("https://")
+        && !crate::client::HTTPS_SUPPORTED
+    {
+        return Err(ConfigError(format!(
+            "invalid {}: an https:// proxy needs an agent built with the `tls` feature",
+            choice.variable
+        )));
+    }
+
     Ok(Config {
         control_plane_url,
         heartbeat_interval,
@@ -270,6 +330,9 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         log_level,
         log_format,
         host,
+        #[cfg(feature = "tls")]
+        tls,
+        proxy,
     })
 }
 

@@ -15,8 +15,11 @@ pub mod control_plane_url;
 pub mod net;
 pub mod probe;
 pub mod protocol;
+pub mod proxy;
 pub mod signals;
 pub mod ticks;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,20 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Exit code for a setting that cannot be used.
 const EXIT_CONFIG: u8 = 2;
+
+/// Says once, at start-up, how the token will travel.
+fn warn_about_transport(config: &config::Config) {
+    if let Some(warning) = client::cleartext_warning(&config.control_plane_url) {
+        warn!("{warning}");
+    }
+    if let Some(proxy) = &config.proxy {
+        info!(
+            "Reaching the control plane through the proxy {} (from {})",
+            proxy.display(),
+            proxy.variable
+        );
+    }
+}
 
 /// The whole program: reads the settings, then runs the agent (which only a signal ends), or
 /// answers `--once`, `--help` or `--version`.
@@ -61,6 +78,7 @@ pub fn main() -> ExitCode {
                 error!("Cannot handle SIGTERM and SIGINT: {error}");
             }
             info!("Starting MIaaS agent...");
+            warn_about_transport(&config);
             debug!(
                 "miaas-agent {VERSION}: control plane {}, node name {:?}, host paths {:?}",
                 config.control_plane_url, config.node_name, config.host

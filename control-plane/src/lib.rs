@@ -31,6 +31,7 @@ mod jwt;
 mod request;
 mod server;
 mod store;
+mod tls;
 mod validate;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -41,6 +42,7 @@ pub use faults::{Endpoint, Fault};
 pub use http::MAX_BODY;
 pub use request::Request;
 pub use store::{DEFAULT_TOKEN_TTL, Node};
+pub use tls::TlsIdentity;
 
 use server::Server;
 
@@ -48,6 +50,7 @@ use server::Server;
 /// closes the listener and every open connection, and frees the port.
 pub struct ControlPlane {
     server: Server,
+    scheme: &'static str,
 }
 
 impl ControlPlane {
@@ -60,13 +63,32 @@ impl ControlPlane {
     /// [`unused_local_addr`]). Fails if the address is taken.
     pub fn start_on(addr: impl ToSocketAddrs) -> std::io::Result<ControlPlane> {
         Ok(ControlPlane {
-            server: Server::bind(addr)?,
+            server: Server::bind(addr, None)?,
+            scheme: "http",
         })
     }
 
-    /// `http://IP:PORT`, what to give the agent as its control plane URL.
+    /// Starts an HTTPS control plane on `127.0.0.1`, on a port the OS picks.
+    pub fn start_tls(tls: &TlsIdentity) -> ControlPlane {
+        ControlPlane::start_tls_on("127.0.0.1:0", tls).expect("cannot listen on 127.0.0.1")
+    }
+
+    /// Starts an HTTPS control plane on a given address.
+    pub fn start_tls_on(
+        addr: impl ToSocketAddrs,
+        tls: &TlsIdentity,
+    ) -> std::io::Result<ControlPlane> {
+        let config = tls.server_config().map_err(std::io::Error::other)?;
+        Ok(ControlPlane {
+            server: Server::bind(addr, Some(Arc::new(config)))?,
+            scheme: "https",
+        })
+    }
+
+    /// `http://IP:PORT` (`https://` when serving TLS), what to give the agent as its control
+    /// plane URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        format!("{}://{}", self.scheme, self.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -138,6 +160,11 @@ impl ControlPlane {
     /// often always finds its pooled connection closed by then.
     pub fn set_keep_alive_timeout(&self, timeout: Option<Duration>) {
         self.server.shared().set_keep_alive_timeout(timeout);
+    }
+
+    /// TLS handshakes completed so far, as (full, resumed); resumed ones reused a session.
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        self.server.shared().tls_handshakes()
     }
 
     /// Connections currently open (their threads still running).

@@ -30,6 +30,14 @@ impl Transport for TcpStream {
     }
 }
 
+/// HTTPS: the same exchange inside a rustls server session. The handshake runs on the first read,
+/// so a client that fails it (untrusted, no client certificate) simply ends the connection.
+impl Transport for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 /// What the connection does with a request once the application has decided.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -100,9 +108,16 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     panics: AtomicUsize,
     keep_alive_timeout: Mutex<Option<Duration>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS handshakes completed: (full, resumed).
+    handshakes: Mutex<(u64, u64)>,
 }
 
 impl Shared {
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        *self.handshakes.lock().unwrap()
+    }
+
     pub fn open_connections(&self) -> usize {
         self.connections.lock().unwrap().open.len()
     }
@@ -143,7 +158,25 @@ impl Shared {
                     shared: &shared,
                     id,
                 };
-                serve(&mut stream, id, &shared);
+                match &shared.tls {
+                    None => serve(&mut stream, id, &shared),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                            return;
+                        };
+                        let Ok(socket) = stream.try_clone() else {
+                            return;
+                        };
+                        let mut tls = rustls::StreamOwned::new(session, socket);
+                        serve(&mut tls, id, &shared);
+                        let mut handshakes = shared.handshakes.lock().unwrap();
+                        match tls.conn.handshake_kind() {
+                            Some(rustls::HandshakeKind::Resumed) => handshakes.1 += 1,
+                            Some(_) if !tls.conn.is_handshaking() => handshakes.0 += 1,
+                            _ => {}
+                        }
+                    }
+                }
             });
         match spawned {
             Ok(worker) => {
@@ -188,7 +221,10 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Server> {
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Server> {
         // std sets SO_REUSEADDR on Unix, so a test can stop a server and start another on the
         // same port at once, despite connections in TIME_WAIT.
         let listener = TcpListener::bind(addr)?;
@@ -202,6 +238,8 @@ impl Server {
             next_connection: AtomicU64::new(0),
             panics: AtomicUsize::new(0),
             keep_alive_timeout: Mutex::new(None),
+            tls,
+            handshakes: Mutex::default(),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);

@@ -1,0 +1,137 @@
+//! HTTPS trust and client identity, read from PEM files once at start-up so that a bad file is a
+//! configuration error (exit 2) and not a failure at every heartbeat.
+//!
+//! Without `CA_CERT` the agent trusts Mozilla's roots, compiled in (a `FROM scratch` image has no
+//! CA bundle). With it, the file's certificates *replace* those roots: a control plane behind a
+//! private CA is then trusted through that CA alone, and a public CA cannot stand in for it. To
+//! trust both, put both in the file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+/// What the agent trusts and who it is, for HTTPS.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// Replacement roots from `CA_CERT`; `None` means Mozilla's.
+    roots: Option<Arc<Vec<Certificate<'static>>>>,
+    /// Chain and key from `CLIENT_CERT` and `CLIENT_KEY`, for mutual TLS.
+    client: Option<ClientCert>,
+}
+
+impl TlsFiles {
+    /// Reads the files named by the settings. Each error says what is wrong with which file.
+    pub fn load(
+        ca_cert: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+    ) -> Result<TlsFiles, (Setting, String)> {
+        let roots = match ca_cert {
+            None => None,
+            Some(path) => {
+                let certificates = certificates(path).map_err(|e| (Setting::CaCert, e))?;
+                Some(Arc::new(certificates))
+            }
+        };
+        let client = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err((Setting::ClientKey, "is required with CLIENT_CERT".into()));
+            }
+            (None, Some(_)) => {
+                return Err((Setting::ClientCert, "is required with CLIENT_KEY".into()));
+            }
+            (Some(cert), Some(key)) => {
+                let chain = certificates(cert).map_err(|e| (Setting::ClientCert, e))?;
+                let key = private_key(key).map_err(|e| (Setting::ClientKey, e))?;
+                Some(ClientCert::new_with_certs(&chain, key))
+            }
+        };
+        Ok(TlsFiles { roots, client })
+    }
+
+    pub fn ureq_config(&self) -> TlsConfig {
+        TlsConfig::builder()
+            .root_certs(match &self.roots {
+                Some(roots) => RootCerts::Specific(roots.clone()),
+                None => RootCerts::WebPki,
+            })
+            .client_cert(self.client.clone())
+            .build()
+    }
+}
+
+/// The setting a file came from, for the error line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    CaCert,
+    ClientCert,
+    ClientKey,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|error| format!("cannot read it: {error}"))
+}
+
+fn certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let pem = read(path)?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {}
+            Err(error) => return Err(format!("is not valid PEM: {error}")),
+        }
+    }
+    if certificates.is_empty() {
+        return Err("has no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certificates)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKey<'static>, String> {
+    let pem = read(path)?;
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::PrivateKey(key)) => return Ok(key),
+            Ok(_) => {}
+            Err(error) => return Err(format!("is not valid PEM: {error}")),
+        }
+    }
+    Err("has no PEM private key (PKCS#8, PKCS#1 or SEC1)".into())
+}
+
+/// A TLS failure in an operator's words, if `error` is one.
+pub fn describe(error: &ureq::Error) -> Option<String> {
+    use rustls::{AlertDescription, CertificateError, Error as TlsError};
+    let tls_error = match error {
+        ureq::Error::Rustls(error) => error,
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<TlsError>()?,
+        _ => return None,
+    };
+    let what = match tls_error {
+        TlsError::InvalidCertificate(reason) => match reason {
+            CertificateError::UnknownIssuer => {
+                "the control plane's certificate is not signed by a trusted CA (unknown issuer); set CA_CERT to its CA".into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the control plane's certificate is not valid for the host name in CONTROL_PLANE_URL (wrong host name)".into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the control plane's certificate has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the control plane's certificate is not valid yet (is this node's clock right?)".into()
+            }
+            other => format!("the control plane's certificate was refused: {other:?}"),
+        },
+        TlsError::AlertReceived(AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure) => {
+            format!(
+                "the control plane ended the handshake ({tls_error}); if it requires a client certificate, set CLIENT_CERT and CLIENT_KEY"
+            )
+        }
+        other => format!("{other}"),
+    };
+    Some(format!("TLS: {what}"))
+}

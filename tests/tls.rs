@@ -1,0 +1,316 @@
+//! HTTPS: a throwaway CA, server and client certificates made at test time, and the real binary
+//! against the test control plane served over TLS.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use control_plane::TlsIdentity;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::{Agent, ControlPlane, WAIT, command, heartbeats};
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate for `names` (host names or IP addresses); `expired` puts its validity
+    /// in the past.
+    fn issue(&self, names: &[&str], expired: bool) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("client"),
+        );
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    fn server(&self, names: &[&str]) -> TlsIdentity {
+        let (cert_chain_pem, key_pem) = self.issue(names, false);
+        TlsIdentity {
+            cert_chain_pem,
+            key_pem,
+            client_ca_pem: None,
+        }
+    }
+}
+
+/// A directory of its own for a test's PEM files.
+fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "miaas-tls-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn private_ca_is_trusted_by_ip_and_by_name() {
+    let ca = Ca::new("miaas test CA");
+    let control_plane = ControlPlane::start_tls(&ca.server(&["localhost", "127.0.0.1"]));
+    let dir = scratch_dir();
+    let ca_file = write(&dir, "ca.pem", &ca.pem());
+
+    let mut agent = Agent::start(&control_plane.url(), &[("CA_CERT", &ca_file)]);
+    agent.expect_line("Registered successfully", WAIT);
+    agent.expect_line("Heartbeat sent", WAIT);
+    assert!(
+        !agent.output().contains("unencrypted"),
+        "no plain-HTTP warning over TLS"
+    );
+
+    let by_name = format!("https://localhost:{}", control_plane.addr().port());
+    let mut agent = Agent::start(&by_name, &[("CA_CERT", &ca_file), ("NODE_NAME", "by-name")]);
+    agent.expect_line("Heartbeat sent", WAIT);
+}
+
+#[test]
+fn untrusted_server_is_refused_and_retried() {
+    let ca = Ca::new("unknown CA");
+    let control_plane = ControlPlane::start_tls(&ca.server(&["127.0.0.1"]));
+    // Mozilla's roots do not include the test CA.
+    let mut agent = Agent::start(&control_plane.url(), &[]);
+    let expected = "Failed to register with control plane: TLS: the control plane's certificate is not signed by a trusted CA (unknown issuer)";
+    agent.expect_line(expected, WAIT);
+    agent.expect_line(expected, WAIT);
+    assert!(
+        control_plane.requests().is_empty(),
+        "nothing was sent over an untrusted connection"
+    );
+    assert!(control_plane.nodes().is_empty());
+}
+
+#[test]
+fn a_private_ca_replaces_the_public_roots() {
+    // A certificate from another private CA is refused even though CA_CERT is set.
+    let trusted = Ca::new("trusted CA");
+    let other = Ca::new("other CA");
+    let control_plane = ControlPlane::start_tls(&other.server(&["127.0.0.1"]));
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &write(&dir, "ca.pem", &trusted.pem()))],
+    );
+    agent.expect_line("unknown issuer", WAIT);
+}
+
+#[test]
+fn wrong_host_name_is_refused() {
+    let ca = Ca::new("miaas test CA");
+    let control_plane = ControlPlane::start_tls(&ca.server(&["cp.example.com"]));
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &write(&dir, "ca.pem", &ca.pem()))],
+    );
+    agent.expect_line(
+        "Failed to register with control plane: TLS: the control plane's certificate is not valid for the host name in CONTROL_PLANE_URL (wrong host name)",
+        WAIT,
+    );
+    assert!(control_plane.nodes().is_empty());
+}
+
+#[test]
+fn expired_certificate_is_refused() {
+    let ca = Ca::new("miaas test CA");
+    let (cert_chain_pem, key_pem) = ca.issue(&["127.0.0.1"], true);
+    let control_plane = ControlPlane::start_tls(&TlsIdentity {
+        cert_chain_pem,
+        key_pem,
+        client_ca_pem: None,
+    });
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &write(&dir, "ca.pem", &ca.pem()))],
+    );
+    agent.expect_line(
+        "Failed to register with control plane: TLS: the control plane's certificate has expired",
+        WAIT,
+    );
+}
+
+#[test]
+fn mutual_tls_required_and_satisfied() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let mut identity = server_ca.server(&["127.0.0.1"]);
+    identity.client_ca_pem = Some(client_ca.pem());
+    let control_plane = ControlPlane::start_tls(&identity);
+    let dir = scratch_dir();
+    let ca_file = write(&dir, "ca.pem", &server_ca.pem());
+
+    // Without a client certificate the server ends the handshake.
+    let mut agent = Agent::start(&control_plane.url(), &[("CA_CERT", &ca_file)]);
+    agent.expect_line("Failed to register with control plane: TLS", WAIT);
+    assert!(control_plane.nodes().is_empty());
+    drop(agent);
+
+    let (client_cert, client_key) = client_ca.issue(&["node-1"], false);
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[
+            ("CA_CERT", &ca_file),
+            ("CLIENT_CERT", &write(&dir, "client.pem", &client_cert)),
+            ("CLIENT_KEY", &write(&dir, "client.key", &client_key)),
+        ],
+    );
+    agent.expect_line("Registered successfully", WAIT);
+    agent.expect_line("Heartbeat sent", WAIT);
+}
+
+#[test]
+fn connections_are_kept_and_sessions_resumed() {
+    let ca = Ca::new("miaas test CA");
+    let control_plane = ControlPlane::start_tls(&ca.server(&["127.0.0.1"]));
+    let dir = scratch_dir();
+    let ca_file = write(&dir, "ca.pem", &ca.pem());
+    let _agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &ca_file), ("HEARTBEAT_INTERVAL", "0.05")],
+    );
+    assert!(control_plane.wait_until(WAIT, |r| heartbeats(r).len() >= 5));
+    let connections: std::collections::BTreeSet<u64> = control_plane
+        .requests()
+        .iter()
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(
+        connections.len(),
+        1,
+        "heartbeats share one kept-alive TLS connection"
+    );
+
+    // A server that closes idle connections: each heartbeat reconnects, resuming the session.
+    control_plane.set_keep_alive_timeout(Some(Duration::from_millis(20)));
+    let before = control_plane.tls_handshakes();
+    let _agent2 = Agent::start(
+        &control_plane.url(),
+        &[
+            ("CA_CERT", &ca_file),
+            ("HEARTBEAT_INTERVAL", "0.2"),
+            ("NODE_NAME", "resumer"),
+        ],
+    );
+    let resumed = || control_plane.tls_handshakes().1 - before.1;
+    let deadline = std::time::Instant::now() + WAIT;
+    while resumed() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        resumed() >= 3,
+        "handshakes (full, resumed): {:?} before {before:?}",
+        control_plane.tls_handshakes()
+    );
+}
+
+#[test]
+fn unusable_pem_files_are_configuration_errors() {
+    let dir = scratch_dir();
+    let garbage = write(
+        &dir,
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
+    let empty = write(&dir, "empty.pem", "");
+    let ca = Ca::new("miaas test CA");
+    let (cert, _) = ca.issue(&["node"], false);
+    let cert_file = write(&dir, "cert.pem", &cert);
+    for (env, named) in [
+        (vec![("CA_CERT", garbage.as_str())], "CA_CERT"),
+        (vec![("CA_CERT", empty.as_str())], "CA_CERT"),
+        (vec![("CA_CERT", "/nonexistent/ca.pem")], "CA_CERT"),
+        (vec![("CLIENT_CERT", cert_file.as_str())], "CLIENT_KEY"),
+        (
+            vec![
+                ("CLIENT_CERT", cert_file.as_str()),
+                ("CLIENT_KEY", cert_file.as_str()),
+            ],
+            "CLIENT_KEY",
+        ),
+    ] {
+        let output = command(&env).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn plain_build_refuses_https() {
+    let binary = plain_binary();
+    let output = Command::new(&binary)
+        .env_clear()
+        .env("CONTROL_PLANE_URL", "https://127.0.0.1:8443")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CONTROL_PLANE_URL") && stderr.contains("`tls` feature"),
+        "{stderr}"
+    );
+    let output = Command::new(&binary)
+        .env_clear()
+        .env("CA_CERT", "/etc/hostname")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// The agent built without default features: `MIAAS_AGENT_PLAIN_BIN`, or built here.
+fn plain_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MIAAS_AGENT_PLAIN_BIN") {
+        return PathBuf::from(path);
+    }
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plain");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--no-default-features",
+            "--bin",
+            "miaas-agent",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the plain-HTTP agent failed");
+    target_dir.join("debug/miaas-agent")
+}
