@@ -156,3 +156,19 @@ fn a_stalled_answer_times_out_and_the_agent_recovers() {
         "{line}"
     );
 }
+
+#[test]
+fn repeated_403_right_after_registering_is_called_a_configuration_problem() {
+    let control_plane = ControlPlane::start();
+    control_plane.fail_next(Endpoint::Heartbeat, 2, Fault::Status(403));
+    let mut agent = Agent::start(&control_plane.url(), &[]);
+    let line = agent.expect_line(
+        "refuses heartbeats for the node ID it has just issued (HTTP 403), 2 times in a row",
+        WAIT,
+    );
+    assert!(
+        line.contains("ERROR") && line.contains("CONTROL_PLANE_URL="),
+        "{line}"
+    );
+    agent.expect_line("Heartbeat sent: ", WAIT);
+}
