@@ -62,6 +62,8 @@ pub struct ControlPlane {
     agent: Agent,
     url: ControlPlaneUrl,
     register_url: String,
+    /// Whether a connection closed early over HTTPS may mean a missing client certificate.
+    hint_client_cert: bool,
 }
 
 impl ControlPlane {
@@ -89,6 +91,8 @@ impl ControlPlane {
             agent: Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
             url: url.clone(),
             register_url: url.endpoint("/api/v1/nodes/register"),
+            hint_client_cert: url.scheme() == crate::control_plane_url::Scheme::Https
+                && !settings.has_client_cert(),
         }
     }
 
@@ -103,7 +107,7 @@ impl ControlPlane {
             .post(&self.register_url)
             .header("content-type", "application/json")
             .send(body.as_bytes());
-        let (status, answer) = read_answer(response)?;
+        let (status, answer) = self.read_answer(response)?;
         match status {
             200..=299 => protocol::parse_registration(&answer)
                 .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
@@ -126,28 +130,42 @@ impl ControlPlane {
             .header("content-type", "application/json")
             .header("authorization", registration.token.bearer())
             .send(body.as_bytes());
-        let (status, answer) = read_answer(response)?;
+        let (status, answer) = self.read_answer(response)?;
         match status {
             200..=299 => protocol::parse_heartbeat_ack(&answer)
                 .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
             _ => Err(classify(status, &answer)),
         }
     }
-}
 
-/// The status and at most `MAX_ANSWER_BYTES` of the body, as text.
-fn read_answer(response: Result<Response<Body>, ureq::Error>) -> Result<(u16, String), Failure> {
-    let mut response = response.map_err(|error| Failure::Unavailable(describe(&error)))?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_vec()
-        .map_err(|error| {
-            Failure::Unavailable(format!("HTTP {status}, but {}", describe(&error)))
-        })?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    /// The status and at most `MAX_ANSWER_BYTES` of the body, as text.
+    fn read_answer(
+        &self,
+        response: Result<Response<Body>, ureq::Error>,
+    ) -> Result<(u16, String), Failure> {
+        let mut response = response.map_err(|error| Failure::Unavailable(self.describe(&error)))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|error| {
+                Failure::Unavailable(format!("HTTP {status}, but {}", self.describe(&error)))
+            })?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// ureq's errors in an operator's words.
+    fn describe(&self, error: &ureq::Error) -> String {
+        let mut text = describe(error);
+        if self.hint_client_cert
+            && matches!(error, ureq::Error::Io(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof))
+        {
+            text.push_str(" (a control plane that requires a client certificate does this: set CLIENT_CERT and CLIENT_KEY)");
+        }
+        text
+    }
 }
 
 fn classify(status: u16, answer: &str) -> Failure {
@@ -190,6 +208,9 @@ fn describe(error: &ureq::Error) -> String {
         ureq::Error::Io(error) => match error.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".into(),
             io::ErrorKind::ConnectionReset => "connection reset".into(),
+            io::ErrorKind::BrokenPipe => {
+                "the control plane closed the connection while the request was being sent".into()
+            }
             io::ErrorKind::UnexpectedEof => {
                 "the connection closed before the answer was complete".into()
             }

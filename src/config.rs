@@ -43,6 +43,16 @@ pub struct Config {
     pub proxy: Option<ProxyChoice>,
 }
 
+impl Config {
+    /// Whether a client certificate for mutual TLS is configured.
+    pub fn has_client_cert(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.has_client_cert();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {

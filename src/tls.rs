@@ -51,6 +51,10 @@ impl TlsFiles {
         Ok(TlsFiles { roots, client })
     }
 
+    pub fn has_client_cert(&self) -> bool {
+        self.client.is_some()
+    }
+
     pub fn ureq_config(&self) -> TlsConfig {
         TlsConfig::builder()
             .root_certs(match &self.roots {
@@ -128,7 +132,7 @@ pub fn describe(error: &ureq::Error) -> Option<String> {
         },
         TlsError::AlertReceived(AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure) => {
             format!(
-                "the control plane ended the handshake ({tls_error}); if it requires a client certificate, set CLIENT_CERT and CLIENT_KEY"
+                "the control plane ended the handshake ({tls_error}); a control plane that requires a client certificate does this: set CLIENT_CERT and CLIENT_KEY"
             )
         }
         other => format!("{other}"),

@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use support::pki::{Ca, scratch_dir, write};
 use support::{Agent, ControlPlane, WAIT, free_port};
 
 /// A CONNECT proxy on 127.0.0.1 that records each request head it gets and tunnels the bytes.
@@ -176,5 +177,28 @@ fn a_dead_proxy_is_a_retried_failure() {
     agent.expect_line(
         "Failed to register with control plane: connection refused",
         WAIT,
+    );
+}
+
+#[test]
+fn https_control_plane_through_https_proxy_variable() {
+    let ca = Ca::new("miaas test CA");
+    let control_plane = ControlPlane::start_tls(&ca.server(&["127.0.0.1"]));
+    let proxy = ConnectProxy::start();
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[
+            ("HTTPS_PROXY", &proxy.url()),
+            ("http_proxy", "http://127.0.0.1:1"),
+            ("CA_CERT", &write(&dir, "ca.pem", &ca.pem())),
+        ],
+    );
+    agent.expect_line("(from HTTPS_PROXY)", WAIT);
+    agent.expect_line("Heartbeat sent", WAIT);
+    assert!(
+        proxy.heads()[0].starts_with("CONNECT 127.0.0.1:"),
+        "{:?}",
+        proxy.heads()
     );
 }

@@ -1,6 +1,8 @@
 //! Runs the real agent binary and reads what it logs.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
