@@ -102,17 +102,12 @@ impl ControlPlane {
 
     pub fn register(&self, request: &RegisterRequest) -> Result<Registration, Failure> {
         let body = miniserde::json::to_string(request);
-        let response = self
-            .agent
-            .post(&self.register_url)
-            .header("content-type", "application/json")
-            .send(body.as_bytes());
-        let (status, answer) = self.read_answer(response)?;
-        match status {
-            200..=299 => protocol::parse_registration(&answer)
-                .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
-            _ => Err(classify(status, &answer)),
-        }
+        self.post(
+            &self.register_url,
+            &body,
+            None,
+            protocol::parse_registration,
+        )
     }
 
     pub fn heartbeat(
@@ -124,15 +119,33 @@ impl ControlPlane {
             .url
             .endpoint(&format!("/api/v1/nodes/{}/heartbeat", registration.node_id));
         let body = miniserde::json::to_string(payload);
-        let response = self
+        let authorization = registration.token.bearer();
+        self.post(
+            &url,
+            &body,
+            Some(authorization),
+            protocol::parse_heartbeat_ack,
+        )
+    }
+
+    /// POSTs a JSON body and reads a 2xx answer with `parse`; anything else is a `Failure`.
+    fn post<T>(
+        &self,
+        url: &str,
+        body: &str,
+        authorization: Option<String>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, Failure> {
+        let mut request = self
             .agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("authorization", registration.token.bearer())
-            .send(body.as_bytes());
-        let (status, answer) = self.read_answer(response)?;
+            .post(url)
+            .header("content-type", "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let (status, answer) = self.read_answer(request.send(body.as_bytes()))?;
         match status {
-            200..=299 => protocol::parse_heartbeat_ack(&answer)
+            200..=299 => parse(&answer)
                 .map_err(|reason| Failure::Unavailable(format!("HTTP {status}, but {reason}"))),
             _ => Err(classify(status, &answer)),
         }
