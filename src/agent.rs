@@ -28,20 +28,21 @@ pub fn run(config: &Config) -> ! {
     let mut sampler = Sampler::new(config.host.clone());
     let mut backoff = Backoff::new(config.heartbeat_interval);
     let mut wait_first = false;
-    let mut rejected_right_after_registering = 0u32;
+    // 403s that came before any heartbeat was accepted, in a row: a fresh node ID refused.
+    let mut forbidden_when_fresh = 0u32;
     loop {
         let registration = register(config, &client, &mut backoff, &mut sampler, wait_first);
         match heartbeat_until_lost(config, &client, &registration, &mut sampler) {
-            (Lost::Rejected(status), heartbeats_accepted) => {
+            (Lost::Rejected(status), accepted) => {
                 wait_first = false;
-                if heartbeats_accepted == 0 {
-                    rejected_right_after_registering += 1;
+                forbidden_when_fresh = if status == 403 && accepted == 0 {
+                    forbidden_when_fresh + 1
                 } else {
-                    rejected_right_after_registering = 0;
-                }
-                if status == 403 && rejected_right_after_registering >= 2 {
+                    0
+                };
+                if forbidden_when_fresh >= 2 {
                     error!(
-                        "The control plane refuses heartbeats for the node ID it has just issued (HTTP 403), {rejected_right_after_registering} times in a row: \
+                        "The control plane refuses heartbeats for the node ID it has just issued (HTTP 403), {forbidden_when_fresh} times in a row: \
                          CONTROL_PLANE_URL={} may reach several control planes that do not share their database or secret",
                         client.url()
                     );
@@ -49,7 +50,7 @@ pub fn run(config: &Config) -> ! {
             }
             (Lost::Unreachable, _) => {
                 wait_first = true;
-                rejected_right_after_registering = 0;
+                forbidden_when_fresh = 0;
             }
         }
     }
