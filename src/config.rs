@@ -31,8 +31,9 @@ pub struct Config {
     pub log_level: Level,
     /// `text` or `json` log lines. Default: `text`.
     pub log_format: Format,
-    /// Where the node's /proc, /sys and root filesystem are seen from here, and which filesystem
-    /// to report. Default: this process's own `/proc`, `/sys`, `/`, and `/`.
+    /// Where the node's /proc, /sys and root filesystem are seen from here, which filesystem to
+    /// report, and the container engine's socket (`DOCKER_HOST`). Default: this process's own
+    /// `/proc`, `/sys`, `/`, and `/`; the first well-known engine socket that exists.
     pub host: HostPaths,
     /// Roots to trust (`CA_CERT`, replacing Mozilla's) and the client certificate for mutual TLS
     /// (`CLIENT_CERT`, `CLIENT_KEY`). Default: Mozilla's roots, no client certificate.
@@ -138,6 +139,10 @@ struct Flags {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+
+    /// the container engine's API socket, unix:///path as seen by the agent [env DOCKER_HOST, default the first existing of /var/run/docker.sock, /run/docker.sock, /run/podman/podman.sock, $XDG_RUNTIME_DIR/podman/podman.sock, under --host-root first]
+    #[argh(option)]
+    docker_host: Option<String>,
 }
 
 /// One setting's raw text and where it came from, so an error can name what the user typed.
@@ -285,12 +290,16 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         }
     };
 
-    let host = host_paths(
+    let mut host = host_paths(
         pick(flags.host_proc, "host-proc", "HOST_PROC", env),
         pick(flags.host_sys, "host-sys", "HOST_SYS", env),
         pick(flags.host_root, "host-root", "HOST_ROOT", env),
         pick(flags.disk_path, "disk-path", "DISK_PATH", env),
     )?;
+    host.docker_host = match pick(flags.docker_host, "docker-host", "DOCKER_HOST", env) {
+        None => None,
+        Some(raw) => Some(docker_socket(&raw.value).map_err(|reason| invalid(&raw, reason))?),
+    };
 
     let ca_cert = pick(flags.ca_cert, "ca-cert", "CA_CERT", env);
     let client_cert = pick(flags.client_cert, "client-cert", "CLIENT_CERT", env);
@@ -353,6 +362,20 @@ fn parse_interval(text: &str) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(seconds))
 }
 
+/// `unix:///run/docker.sock` → `/run/docker.sock`. Only unix sockets: the agent reads the
+/// local engine, and a tcp:// engine would need TLS and credentials it does not carry.
+fn docker_socket(value: &str) -> Result<PathBuf, &'static str> {
+    let path = value
+        .strip_prefix("unix://")
+        .filter(|path| path.starts_with('/'))
+        .ok_or("must be unix:// and an absolute path, e.g. unix:///var/run/docker.sock")?;
+    // The kernel's limit for a socket address (sun_path is 108 bytes with its NUL).
+    if path.len() > 107 || path.contains('\0') {
+        return Err("the socket path must be at most 107 bytes");
+    }
+    Ok(PathBuf::from(path))
+}
+
 fn host_paths(
     proc: Option<Raw>,
     sys: Option<Raw>,
@@ -389,6 +412,7 @@ fn host_paths(
         root: root_path,
         disk: disk_path,
         given: proc_given || sys_given || root_given,
+        docker_host: None,
     };
     for file in ["stat", "meminfo"] {
         let path = host.proc.join(file);
@@ -461,6 +485,20 @@ mod tests {
     }
 
     #[test]
+    fn docker_host_is_a_unix_socket_path() {
+        let config = config(
+            &[],
+            &[("DOCKER_HOST", "unix:///run/user/1000/podman/podman.sock")],
+        );
+        assert_eq!(
+            config.host.docker_host,
+            Some(PathBuf::from("/run/user/1000/podman/podman.sock"))
+        );
+        let long = format!("unix:///{}", "x".repeat(107));
+        assert!(error(&[], &[("DOCKER_HOST", &long)]).contains("at most 107 bytes"));
+    }
+
+    #[test]
     fn empty_variable_is_unset() {
         assert_eq!(config(&[], &[("NODE_IP", "")]).node_ip, None);
     }
@@ -504,6 +542,14 @@ mod tests {
                 "invalid HOST_PROC=\"/nonexistent\"",
             ),
             (("DISK_PATH", "relative"), "invalid DISK_PATH=\"relative\""),
+            (
+                ("DOCKER_HOST", "tcp://10.0.0.1:2375"),
+                "invalid DOCKER_HOST=\"tcp://10.0.0.1:2375\"",
+            ),
+            (
+                ("DOCKER_HOST", "unix://run/docker.sock"),
+                "invalid DOCKER_HOST=\"unix://run/docker.sock\"",
+            ),
         ] {
             let message = error(&[], &[vars]);
             assert!(message.starts_with(expected), "{message}");
@@ -528,6 +574,7 @@ mod tests {
             "NODE_IP",
             "LOG_LEVEL",
             "LOG_FORMAT",
+            "DOCKER_HOST",
         ] {
             assert!(help.contains(variable), "{variable} missing from --help");
         }

@@ -17,7 +17,8 @@ pub struct RegisterRequest {
     pub agent_version: String,
 }
 
-/// What the node has. `disk_mb` is null when the disk could not be read.
+/// What the node has. `disk_mb` is null when the disk could not be read. `docker` is one of
+/// the optional fields of ../shared/protocol.md.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Capabilities {
     pub os: String,
@@ -25,6 +26,15 @@ pub struct Capabilities {
     pub mem_mb: u64,
     pub disk_mb: Option<u64>,
     pub gpus: Vec<Gpu>,
+    pub docker: Docker,
+}
+
+/// The node's container engine, `{"available": false, "version": null}` when none answers.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Docker {
+    pub available: bool,
+    /// The engine's `Version` (Docker's, or podman's for its Docker-compatible API).
+    pub version: Option<String>,
 }
 
 /// One GPU of the node.

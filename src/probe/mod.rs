@@ -1,14 +1,18 @@
-//! What the node has and how busy it is, read from files and system calls alone: /proc, /sys,
-//! statvfs and uname. One module per source; this one ties them into the registration's
-//! capabilities and the heartbeat's sample.
+//! What the node has and how busy it is, read from files, system calls and the container
+//! engine's socket alone: /proc, /sys, statvfs, uname and the Docker Engine API. One module per
+//! source; this one ties them into the registration's capabilities and the heartbeat's sample.
 
+mod containers;
 mod cpu;
 mod disk;
+mod engine_http;
+mod gpus;
 mod memory;
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 pub use cpu::{CpuTimes, count_online};
 pub use disk::DiskSpace;
@@ -27,6 +31,9 @@ pub struct HostPaths {
     pub disk: PathBuf,
     /// Whether any of proc, sys or root was set rather than defaulted.
     pub given: bool,
+    /// The container engine's socket as this process reaches it (`DOCKER_HOST`); `None` means
+    /// the first well-known socket that exists.
+    pub docker_host: Option<PathBuf>,
 }
 
 impl HostPaths {
@@ -38,6 +45,7 @@ impl HostPaths {
             root: PathBuf::from("/"),
             disk: PathBuf::from("/"),
             given: false,
+            docker_host: None,
         }
     }
 
@@ -52,6 +60,7 @@ impl HostPaths {
 /// control plane, so failing to read them is an error; the disk size is optional and becomes
 /// null.
 pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
+    warn_once_if_container_view(host);
     let mut buffer = Vec::new();
     let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
     let cpu_count = count_online(stat);
@@ -73,8 +82,36 @@ pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
         cpu_count,
         mem_mb: memory.total_mb(),
         disk_mb,
-        gpus: Vec::new(),
+        gpus: gpus::detect(&host.sys, &host.proc),
+        docker: containers::describe(containers::find_socket(host).as_deref()),
     })
+}
+
+/// In a container with no host paths the figures are the container's own (its /proc shows the
+/// node's CPUs and memory but its own disk, no GPUs, no engine socket): say so once, with the fix.
+fn warn_once_if_container_view(host: &HostPaths) {
+    static WARNED: Once = Once::new();
+    if host.given || !in_container() {
+        return;
+    }
+    WARNED.call_once(|| {
+        crate::warn!(
+            "Running in a container without host paths: reporting the container's view, not the node's. \
+             To report the node, mount its root and point the agent at it: \
+             -v /:/host:ro -e HOST_PROC=/host/proc -e HOST_SYS=/host/sys -e HOST_ROOT=/host"
+        )
+    });
+}
+
+/// The marks container engines leave: Docker's /.dockerenv, podman's /run/.containerenv, the
+/// `container` variable (podman, systemd-nspawn, LXC) and Kubernetes' service variables. A
+/// heuristic: an engine that leaves none goes unnoticed, which only costs this hint.
+fn in_container() -> bool {
+    let variable = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || variable("container")
+        || variable("KUBERNETES_SERVICE_HOST")
 }
 
 /// `uname(2)`'s sysname in lower case: the running kernel's, which is the node's even in a
@@ -100,6 +137,15 @@ pub struct Sampler {
     host: HostPaths,
     previous: Option<CpuTimes>,
     buffer: Vec<u8>,
+    engine: Engine,
+}
+
+/// The container engine as heartbeats see it: its socket, looked for again while there is none
+/// or it fails (an engine may start or move after the agent), and whether it failed last time,
+/// so that an engine that is down is logged when it goes and comes back, not every heartbeat.
+struct Engine {
+    socket: Option<PathBuf>,
+    failing: bool,
 }
 
 impl Sampler {
@@ -108,6 +154,10 @@ impl Sampler {
             host,
             previous: None,
             buffer: Vec::with_capacity(MEMINFO_LIMIT),
+            engine: Engine {
+                socket: None,
+                failing: false,
+            },
         };
         sampler.restart();
         sampler
@@ -116,6 +166,7 @@ impl Sampler {
     /// Takes the CPU baseline anew; the next sample measures from here.
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
+        self.engine.socket = containers::find_socket(&self.host);
     }
 
     /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
@@ -156,7 +207,39 @@ impl Sampler {
             cpu_usage,
             mem_usage,
             disk_free_mb,
-            running_containers: Vec::new(),
+            running_containers: self.running_containers(),
+        }
+    }
+
+    /// One short exchange with the engine; `[]` when there is none or it does not answer.
+    fn running_containers(&mut self) -> Vec<String> {
+        let engine = &mut self.engine;
+        if engine.socket.is_none() || engine.failing {
+            engine.socket = containers::find_socket(&self.host);
+        }
+        let Some(socket) = &engine.socket else {
+            return Vec::new();
+        };
+        match containers::running(socket) {
+            Ok(names) => {
+                if engine.failing {
+                    crate::info!("The container engine at {} answers again", socket.display());
+                    engine.failing = false;
+                }
+                names
+            }
+            Err(error) => {
+                if engine.failing {
+                    crate::debug!("Cannot list containers at {}: {error}", socket.display());
+                } else {
+                    crate::warn!(
+                        "Cannot list containers at {}: {error}; reporting none until it answers",
+                        socket.display()
+                    );
+                    engine.failing = true;
+                }
+                Vec::new()
+            }
         }
     }
 

@@ -1,0 +1,174 @@
+//! The node's container engine through the Docker Engine API on its unix socket: its version
+//! for the registration (`capabilities.docker`), the running containers' names for each
+//! heartbeat (`running_containers`). Docker and podman (`podman system service`) both serve it.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use miniserde::{Deserialize, json};
+
+use super::HostPaths;
+use super::engine_http::{self, Error};
+use crate::protocol::{Docker, printable};
+
+/// Where engines put their socket, as paths on the node: Docker's (/var/run is a link to /run
+/// on current systems, and an absolute link does not resolve under a mounted host root, so
+/// both are looked at) and rootful podman's. Rootless podman's is under $XDG_RUNTIME_DIR.
+const WELL_KNOWN_SOCKETS: [&str; 3] = [
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman/podman.sock",
+];
+
+/// The API version asked for: Docker 20.10's, which every current Docker and podman 3+ serve.
+const CONTAINERS_PATH: &str = "/v1.41/containers/json";
+const VERSION_PATH: &str = "/version";
+
+/// Longest container name and version string passed on; Docker's names are far shorter.
+const NAME_LIMIT: usize = 255;
+const VERSION_LIMIT: usize = 64;
+
+/// The engine's socket: `DOCKER_HOST` if given (even while it does not exist: the engine may
+/// start later), else the first well-known socket that exists, first on the node (under the
+/// host root), then as this process sees it (a socket mounted into the agent's container).
+pub fn find_socket(host: &HostPaths) -> Option<PathBuf> {
+    if let Some(given) = &host.docker_host {
+        return Some(given.clone());
+    }
+    let mut on_the_node: Vec<PathBuf> = WELL_KNOWN_SOCKETS.iter().map(PathBuf::from).collect();
+    if let Some(runtime_dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime_dir.is_absolute()
+    {
+        on_the_node.push(runtime_dir.join("podman/podman.sock"));
+    }
+    let under_root = on_the_node.iter().map(|path| {
+        host.root
+            .join(path.strip_prefix("/").expect("absolute paths"))
+    });
+    let here = on_the_node.iter().filter(|_| host.root != Path::new("/"));
+    under_root.chain(here.cloned()).find(|path| is_socket(path))
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket())
+}
+
+/// `capabilities.docker`: available with its version when the engine answers `GET /version`.
+pub fn describe(socket: Option<&Path>) -> Docker {
+    let unavailable = Docker {
+        available: false,
+        version: None,
+    };
+    let Some(socket) = socket else {
+        crate::debug!("No container engine socket found");
+        return unavailable;
+    };
+    match version(socket) {
+        Ok(version) => {
+            crate::debug!(
+                "Container engine at {}: version {version}",
+                socket.display()
+            );
+            Docker {
+                available: true,
+                version: Some(version),
+            }
+        }
+        Err(error) => {
+            crate::warn!(
+                "Cannot reach the container engine at {}: {error}",
+                socket.display()
+            );
+            unavailable
+        }
+    }
+}
+
+fn version(socket: &Path) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "Version")]
+        version: String,
+    }
+    let body = engine_http::get(socket, VERSION_PATH).map_err(|error| error.to_string())?;
+    let answer: Answer = json::from_str(as_text(&body)?)
+        .map_err(|_| "the /version answer is not the expected JSON".to_string())?;
+    Ok(printable(&answer.version, VERSION_LIMIT))
+}
+
+/// Names of the running containers, without Docker's leading `/`.
+pub fn running(socket: &Path) -> Result<Vec<String>, String> {
+    let body =
+        engine_http::get(socket, CONTAINERS_PATH).map_err(|error: Error| error.to_string())?;
+    running_names(as_text(&body)?)
+}
+
+fn as_text(body: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(body).map_err(|_| "the answer is not UTF-8 text".to_string())
+}
+
+/// Reads a `containers/json` answer. Without `all=true` the engine lists running (and paused)
+/// containers; paused ones are left out, as they run nothing.
+fn running_names(body: &str) -> Result<Vec<String>, String> {
+    #[derive(Deserialize)]
+    struct Container {
+        #[serde(rename = "Names")]
+        names: Option<Vec<String>>,
+        #[serde(rename = "State")]
+        state: Option<String>,
+    }
+    let containers: Vec<Container> = json::from_str(body)
+        .map_err(|_| "the container list is not the expected JSON".to_string())?;
+    Ok(containers
+        .into_iter()
+        .filter(|container| container.state.as_deref().is_none_or(|s| s == "running"))
+        .filter_map(|container| own_name(container.names?))
+        .collect())
+}
+
+/// A container's own name among its names: legacy links add `/other/alias` names, the own one
+/// is `/name`.
+fn own_name(names: Vec<String>) -> Option<String> {
+    let own = names
+        .iter()
+        .find(|name| !name.trim_start_matches('/').contains('/'))
+        .or(names.first())?;
+    let name = own.trim_start_matches('/');
+    let usable =
+        !name.is_empty() && name.len() <= NAME_LIMIT && !name.chars().any(char::is_control);
+    usable.then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_running_containers_without_the_slash() {
+        let body = r#"[
+            {"Id":"8dfafdbc3a40","Names":["/web"],"Image":"nginx","State":"running","Status":"Up 2 hours","Labels":{"a":"b"},"Ports":[{"PrivatePort":80,"Type":"tcp"}]},
+            {"Id":"9cd87474be90","Names":["/web/db","/db"],"State":"running"},
+            {"Id":"3176a2479c92","Names":["/paused-one"],"State":"paused"},
+            {"Id":"4cb07b47f9fb","Names":["/old-engine"]},
+            {"Id":"5cb07b47f9fb","Names":null,"State":"running"},
+            {"Id":"6cb07b47f9fb","Names":["/"],"State":"running"}
+        ]"#;
+        assert_eq!(
+            running_names(body).unwrap(),
+            ["web", "db", "old-engine"].map(String::from)
+        );
+        assert_eq!(running_names("[]").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_list_that_is_not_one_is_an_error() {
+        for bad in [
+            "{}",
+            "<html>",
+            r#"[{"Names":"/web"}]"#,
+            r#"[{"Names":["/a"],"State":{"Status":"running"}}]"#,
+        ] {
+            assert!(running_names(bad).is_err(), "{bad}");
+        }
+    }
+}
