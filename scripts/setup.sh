@@ -10,6 +10,11 @@ need=()
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v file >/dev/null || need+=(file)
+# The real-engine test (tests/containers.rs): podman serves the Docker API and runs, with runc, a
+# FROM scratch image holding a static busybox.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: please install these Debian packages: ${need[*]}" >&2
