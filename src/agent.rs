@@ -24,6 +24,7 @@ enum Lost {
 }
 
 pub fn run(config: &Config) -> ! {
+    probe::warn_if_container_view(&config.host);
     let client = ControlPlane::new(config);
     let mut sampler = Sampler::new(config.host.clone());
     let mut backoff = Backoff::new(config.heartbeat_interval);

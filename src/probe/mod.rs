@@ -12,7 +12,6 @@ mod memory;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 pub use cpu::{CpuTimes, count_online};
 pub use disk::DiskSpace;
@@ -60,7 +59,6 @@ impl HostPaths {
 /// control plane, so failing to read them is an error; the disk size is optional and becomes
 /// null.
 pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
-    warn_once_if_container_view(host);
     let mut buffer = Vec::new();
     let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
     let cpu_count = count_online(stat);
@@ -88,19 +86,17 @@ pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
 }
 
 /// In a container with no host paths the figures are the container's own (its /proc shows the
-/// node's CPUs and memory but its own disk, no GPUs, no engine socket): say so once, with the fix.
-fn warn_once_if_container_view(host: &HostPaths) {
-    static WARNED: Once = Once::new();
-    if host.given || !in_container() {
-        return;
-    }
-    WARNED.call_once(|| {
+/// node's CPUs and memory but its own disk, no GPUs, no engine socket): say so, with the fix.
+/// Called once at start-up, not by `detect`, which also serves `--once` and whose stdout is
+/// then a JSON document.
+pub fn warn_if_container_view(host: &HostPaths) {
+    if !host.given && in_container() {
         crate::warn!(
             "Running in a container without host paths: reporting the container's view, not the node's. \
              To report the node, mount its root and point the agent at it: \
              -v /:/host:ro -e HOST_PROC=/host/proc -e HOST_SYS=/host/sys -e HOST_ROOT=/host"
-        )
-    });
+        );
+    }
 }
 
 /// The marks container engines leave: Docker's /.dockerenv, podman's /run/.containerenv, the
