@@ -191,14 +191,15 @@ fn engine_answering_in_chunks() {
     assert_reads_the_engine(Answers::Chunked, "chunked");
 }
 
-/// The engine's trouble costs each heartbeat at most the 1 s exchange: heartbeats keep coming,
-/// with `[]`, and the failure is logged once, not on every heartbeat.
+/// The engine's trouble costs each heartbeat at most the 1 s exchange (the registration at most
+/// the 3 s version exchange): heartbeats keep coming, with `[]`, and the failure is logged once,
+/// not on every heartbeat.
 fn assert_heartbeats_survive(control_plane: &ControlPlane, agent: &mut Agent, reason: &str) {
     let started = Instant::now();
     agent.expect_line("Registered successfully", WAIT);
-    // At registration: one exchange for the version, bounded by 1 s.
+    // At registration: one exchange for the version, bounded by 3 s.
     assert!(
-        started.elapsed() < Duration::from_millis(1900),
+        started.elapsed() < Duration::from_millis(3900),
         "{:?}",
         started.elapsed()
     );

@@ -4,11 +4,12 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use miniserde::{Deserialize, json};
 
 use super::HostPaths;
-use super::engine_http::{self, Error};
+use super::engine_http;
 use crate::protocol::{Docker, printable};
 
 /// Where engines put their socket, as paths on the node: Docker's (/var/run is a link to /run
@@ -23,6 +24,13 @@ const WELL_KNOWN_SOCKETS: [&str; 3] = [
 /// The API version asked for: Docker 20.10's, which every current Docker and podman 3+ serve.
 const CONTAINERS_PATH: &str = "/v1.41/containers/json";
 const VERSION_PATH: &str = "/version";
+
+/// Each heartbeat lists the containers: a hung engine may hold a heartbeat up this long, no more.
+const LIST_TIMEOUT: Duration = Duration::from_secs(1);
+/// The version is asked once per registration, and podman is slow to answer it (the answer
+/// carries conmon's and the OCI runtime's versions): 0.5 to 0.8 s measured on a 2-core x86
+/// machine, more on a small board. A 1 s limit would report a working engine as absent.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest container name and version string passed on; Docker's names are far shorter.
 const NAME_LIMIT: usize = 255;
@@ -90,7 +98,8 @@ fn version(socket: &Path) -> Result<String, String> {
         #[serde(rename = "Version")]
         version: String,
     }
-    let body = engine_http::get(socket, VERSION_PATH).map_err(|error| error.to_string())?;
+    let body = engine_http::get(socket, VERSION_PATH, VERSION_TIMEOUT)
+        .map_err(|error| error.to_string())?;
     let answer: Answer = json::from_str(as_text(&body)?)
         .map_err(|_| "the /version answer is not the expected JSON".to_string())?;
     Ok(printable(&answer.version, VERSION_LIMIT))
@@ -98,8 +107,8 @@ fn version(socket: &Path) -> Result<String, String> {
 
 /// Names of the running containers, without Docker's leading `/`.
 pub fn running(socket: &Path) -> Result<Vec<String>, String> {
-    let body =
-        engine_http::get(socket, CONTAINERS_PATH).map_err(|error: Error| error.to_string())?;
+    let body = engine_http::get(socket, CONTAINERS_PATH, LIST_TIMEOUT)
+        .map_err(|error| error.to_string())?;
     running_names(as_text(&body)?)
 }
 

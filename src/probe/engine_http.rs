@@ -4,7 +4,7 @@
 //! one answer framed by Content-Length, by chunks, or by the end of the connection. The engine
 //! is a local process the agent does not control; it may be hung, stopped, or not an engine at
 //! all, so the whole exchange (connecting included) gets one deadline and the answer one cap,
-//! and a heartbeat is never held up longer than that nor the process grown by more.
+//! and the caller is never held up longer than that nor the process grown by more.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -14,8 +14,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The whole exchange, from connecting to the last byte of the answer.
-pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest answer body read; a container list of about a thousand containers fits.
 pub const BODY_CAP: usize = 1 << 20;
 /// The status line and headers; an engine's are a few hundred bytes.
@@ -27,7 +25,8 @@ pub enum Error {
     Connect(io::Error),
     /// Reading or writing failed after connecting.
     Io(io::Error),
-    TimedOut,
+    /// No complete answer within this time.
+    TimedOut(Duration),
     TooLarge,
     /// Not an HTTP answer the agent can read.
     Malformed(&'static str),
@@ -43,7 +42,9 @@ impl fmt::Display for Error {
             }
             Error::Connect(error) => write!(f, "cannot connect: {error}"),
             Error::Io(error) => write!(f, "{error}"),
-            Error::TimedOut => write!(f, "no complete answer within {}s", TIMEOUT.as_secs_f64()),
+            Error::TimedOut(timeout) => {
+                write!(f, "no complete answer within {}s", timeout.as_secs_f64())
+            }
             Error::TooLarge => write!(f, "the answer is larger than {} KiB", BODY_CAP >> 10),
             Error::Malformed(what) => write!(f, "not an HTTP answer: {what}"),
             Error::Status(status) => write!(f, "HTTP {status}"),
@@ -51,21 +52,20 @@ impl fmt::Display for Error {
     }
 }
 
-/// `GET target` on the engine at `socket`; the body of a 2xx answer.
-pub fn get(socket: &Path, target: &str) -> Result<Vec<u8>, Error> {
-    get_within(socket, target, TIMEOUT, BODY_CAP)
-}
-
-pub fn get_within(
-    socket: &Path,
-    target: &str,
-    timeout: Duration,
-    body_cap: usize,
-) -> Result<Vec<u8>, Error> {
+/// `GET target` on the engine at `socket`, all of it within `timeout`; the body of a 2xx answer.
+pub fn get(socket: &Path, target: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
     let deadline = Instant::now() + timeout;
+    let remaining = || match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(Error::TimedOut(timeout)),
+    };
+    let timed_out_or_io = |error: io::Error| match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut(timeout),
+        _ => Error::Io(error),
+    };
     let mut stream = connect(socket).map_err(Error::Connect)?;
     stream
-        .set_write_timeout(Some(remaining(deadline)?))
+        .set_write_timeout(Some(remaining()?))
         .map_err(Error::Io)?;
     // Connection: close lets an answer without framing end at the end of the connection.
     let request = format!(
@@ -74,43 +74,29 @@ pub fn get_within(
     );
     stream
         .write_all(request.as_bytes())
-        .map_err(|error| timed_out_or(error, Error::Io))?;
+        .map_err(timed_out_or_io)?;
 
     let mut received = Vec::with_capacity(8 * 1024);
     let mut chunk = [0u8; 8 * 1024];
     // Chunk-size lines and the head may come on top of the body; anything beyond is refused.
-    let received_cap = HEAD_CAP + body_cap + body_cap / 8 + 1024;
+    let received_cap = HEAD_CAP + BODY_CAP + BODY_CAP / 8 + 1024;
     loop {
         stream
-            .set_read_timeout(Some(remaining(deadline)?))
+            .set_read_timeout(Some(remaining()?))
             .map_err(Error::Io)?;
         let read = match stream.read(&mut chunk) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(timed_out_or(error, Error::Io)),
+            Err(error) => return Err(timed_out_or_io(error)),
         };
         let ended = read == 0;
         received.extend_from_slice(&chunk[..read]);
-        match parse(&received, ended, body_cap)? {
+        match parse(&received, ended, BODY_CAP)? {
             Some(body) => return Ok(body),
             None if ended => return Err(Error::Malformed("the connection ended mid-answer")),
             None if received.len() > received_cap => return Err(Error::TooLarge),
             None => {}
         }
-    }
-}
-
-fn remaining(deadline: Instant) -> Result<Duration, Error> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(left) if !left.is_zero() => Ok(left),
-        _ => Err(Error::TimedOut),
-    }
-}
-
-fn timed_out_or(error: io::Error, other: fn(io::Error) -> Error) -> Error {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
-        _ => other(error),
     }
 }
 
