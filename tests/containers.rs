@@ -333,8 +333,8 @@ fn engine_socket_is_found_under_the_host_root() {
 // ---------------------------------------------------------------------------------------------
 // A real engine: podman's Docker-compatible API with one running container.
 
-/// podman with its own storage under a scratch directory, so the test touches no image or
-/// container of the machine. vfs and chroot isolation need no kernel overlay or user namespaces.
+/// podman with its own storage and state under a scratch directory, so the test touches no
+/// image, container or lock of the machine's own podman. vfs and chroot isolation need no kernel overlay or user namespaces.
 struct Podman {
     dir: PathBuf,
     service: Option<std::process::Child>,
@@ -348,6 +348,8 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
             .stdin(Stdio::null());
         command
