@@ -30,6 +30,20 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Exit code for a setting that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// `--once`: the snapshot as one JSON document on stdout.
+fn once(config: &config::Config) -> ExitCode {
+    match agent::snapshot(config) {
+        Ok(snapshot) => {
+            println!("{}", miniserde::json::to_string(&snapshot));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("miaas-agent: cannot read the node: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Says once, at start-up, how the token will travel.
 fn warn_about_transport(config: &config::Config) {
     if let Some(warning) = client::cleartext_warning(&config.control_plane_url) {
@@ -62,16 +76,11 @@ pub fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Invocation::Once(config) => match agent::snapshot(&config) {
-            Ok(snapshot) => {
-                println!("{}", miniserde::json::to_string(&snapshot));
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("miaas-agent: cannot read the node: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Invocation::Once(config) => {
+            log::init(config.log_level, config.log_format);
+            log::to_stderr();
+            once(&config)
+        }
         Invocation::Run(config) => {
             log::init(config.log_level, config.log_format);
             if let Err(error) = signals::exit_on_termination() {

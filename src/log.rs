@@ -9,7 +9,7 @@
 
 use std::fmt::{self, Write as _};
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How much the agent says. Each level includes the ones before it.
@@ -79,10 +79,17 @@ pub enum Value<'a> {
 
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static FORMAT: AtomicU8 = AtomicU8::new(Format::Text as u8);
+/// Where lines go: stdout, except for `--once`, whose stdout is one JSON document.
+static FD: AtomicI32 = AtomicI32::new(1);
 
 pub fn init(level: Level, format: Format) {
     MAX_LEVEL.store(level as u8, Ordering::Relaxed);
     FORMAT.store(format as u8, Ordering::Relaxed);
+}
+
+/// Sends log lines to stderr from now on.
+pub fn to_stderr() {
+    FD.store(2, Ordering::Relaxed);
 }
 
 pub fn enabled(level: Level) -> bool {
@@ -111,7 +118,7 @@ pub fn event(level: Level, message: fmt::Arguments, fields: &[(&str, Value)]) {
         message,
         fields,
     );
-    write_stdout(line.as_bytes());
+    write_line(line.as_bytes());
 }
 
 /// Logs from inside a signal handler: no allocation, no lock. A line longer than the buffer is
@@ -133,14 +140,14 @@ pub fn event_from_signal_handler(level: Level, message: &str) {
         format_args!("{message}"),
         &[],
     );
-    write_stdout(&line.bytes[..line.len]);
+    write_line(&line.bytes[..line.len]);
 }
 
-fn write_stdout(mut bytes: &[u8]) {
-    // SAFETY: fd 1 is open for the life of the process (or writes to it fail harmlessly).
-    let stdout = unsafe { BorrowedFd::borrow_raw(1) };
+fn write_line(mut bytes: &[u8]) {
+    // SAFETY: fds 1 and 2 are open for the life of the process (or writes fail harmlessly).
+    let out = unsafe { BorrowedFd::borrow_raw(FD.load(Ordering::Relaxed)) };
     while !bytes.is_empty() {
-        match nix::unistd::write(stdout, bytes) {
+        match nix::unistd::write(out, bytes) {
             Ok(0) => return,
             Ok(written) => bytes = &bytes[written..],
             Err(nix::errno::Errno::EINTR) => continue,

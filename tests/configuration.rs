@@ -136,3 +136,23 @@ fn once_prints_what_the_agent_sees_and_touches_no_network() {
         "--once reached the network"
     );
 }
+
+#[test]
+fn once_keeps_stdout_one_json_document_when_probes_complain() {
+    // A configured engine socket that is not there: the probes warn, on stderr.
+    let output = command(&[
+        ("DOCKER_HOST", "unix:///nonexistent/engine.sock"),
+        ("LOG_LEVEL", "debug"),
+    ])
+    .arg("--once")
+    .output()
+    .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("/nonexistent/engine.sock"),
+        "{stderr}"
+    );
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["capabilities"]["docker"]["available"], false);
+}
