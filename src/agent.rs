@@ -224,6 +224,7 @@ fn log_heartbeat(payload: &crate::protocol::HeartbeatPayload) {
 pub fn snapshot(config: &Config) -> std::io::Result<crate::protocol::Snapshot> {
     let capabilities = probe::detect(&config.host)?;
     let mut sampler = Sampler::new(config.host.clone());
+    sampler.restart();
     std::thread::sleep(Duration::from_millis(200));
     Ok(crate::protocol::Snapshot {
         name: config.node_name.clone(),

@@ -11,6 +11,7 @@ mod memory;
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub use cpu::{CpuTimes, count_online};
@@ -59,7 +60,8 @@ impl HostPaths {
 /// control plane, so failing to read them is an error; the disk size is optional and becomes
 /// null.
 pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
-    let mut buffer = Vec::new();
+    // /proc/stat grows with the CPUs and interrupts; start big enough for most machines.
+    let mut buffer = Vec::with_capacity(16 * 1024);
     let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
     let cpu_count = count_online(stat);
     if cpu_count == 0 {
@@ -132,6 +134,8 @@ const MEMINFO_LIMIT: usize = 16 * 1024;
 pub struct Sampler {
     host: HostPaths,
     previous: Option<CpuTimes>,
+    stat: ProcFile,
+    meminfo: ProcFile,
     buffer: Vec<u8>,
     engine: Engine,
 }
@@ -145,21 +149,23 @@ struct Engine {
 }
 
 impl Sampler {
+    /// A sampler with no baseline yet: call `restart` before the first sample.
     pub fn new(host: HostPaths) -> Sampler {
-        let mut sampler = Sampler {
+        Sampler {
+            stat: ProcFile::new(host.proc.join("stat")),
+            meminfo: ProcFile::new(host.proc.join("meminfo")),
             host,
             previous: None,
-            buffer: Vec::with_capacity(MEMINFO_LIMIT),
+            buffer: vec![0; MEMINFO_LIMIT],
             engine: Engine {
                 socket: None,
                 failing: false,
             },
-        };
-        sampler.restart();
-        sampler
+        }
     }
 
-    /// Takes the CPU baseline anew; the next sample measures from here.
+    /// Takes the CPU baseline anew (the next sample measures from here) and looks for the
+    /// container engine's socket.
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
         self.engine.socket = containers::find_socket(&self.host);
@@ -181,8 +187,7 @@ impl Sampler {
                 None
             }
         };
-        let meminfo = self.host.proc.join("meminfo");
-        let mem_usage = match read_text(&meminfo, &mut self.buffer, MEMINFO_LIMIT) {
+        let mem_usage = match self.meminfo.read(&mut self.buffer) {
             Ok(text) => Memory::parse(text).map(|memory| memory.used_percent()),
             Err(error) => {
                 crate::warn!("Cannot read memory usage: {error}");
@@ -240,9 +245,38 @@ impl Sampler {
     }
 
     fn cpu_times(&mut self) -> io::Result<CpuTimes> {
-        let path = self.host.proc.join("stat");
-        let text = read_text(&path, &mut self.buffer, STAT_HEAD)?;
-        CpuTimes::parse(text).ok_or_else(|| invalid_data(&path, "no cpu line"))
+        let text = self.stat.read(&mut self.buffer[..STAT_HEAD])?;
+        CpuTimes::parse(text).ok_or_else(|| invalid_data(&self.stat.path, "no cpu line"))
+    }
+}
+
+/// A /proc file kept open and read from offset 0 for each sample: the kernel renders it anew
+/// for every read from the start, and keeping it open saves an open and a close per heartbeat.
+/// After an error the file is opened again next time (the host's /proc may be remounted).
+struct ProcFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl ProcFile {
+    fn new(path: PathBuf) -> ProcFile {
+        ProcFile { path, file: None }
+    }
+
+    /// The start of the file, as much as fits in `buffer`, in one read.
+    fn read<'b>(&mut self, buffer: &'b mut [u8]) -> io::Result<&'b str> {
+        let file = match &self.file {
+            Some(file) => file,
+            None => self.file.insert(File::open(&self.path)?),
+        };
+        let length = match file.read_at(buffer, 0) {
+            Ok(length) => length,
+            Err(error) => {
+                self.file = None;
+                return Err(error);
+            }
+        };
+        std::str::from_utf8(&buffer[..length]).map_err(|_| invalid_data(&self.path, "not text"))
     }
 }
 
