@@ -9,8 +9,12 @@
 mod empty_root;
 mod support;
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use empty_root::EmptyRoot;
 use support::{Agent, ControlPlane, WAIT, heartbeats, registrations};
@@ -139,10 +143,18 @@ fn armv7_binary_registers_and_heartbeats_under_qemu() {
     }
 }
 
-/// The armv7 build is static glibc, whose name lookups go through NSS. In an empty root holding
-/// only /etc/hosts (no nsswitch.conf, no libnss_*.so), a name other than localhost must still
-/// resolve; the aarch64 musl build is checked the same way.
-fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str) {
+/// How the empty root lets the agent find `control-plane.test`.
+enum Lookup {
+    /// A line in /etc/hosts.
+    Hosts,
+    /// /etc/resolv.conf naming a DNS server (`DnsServer`) on a loopback address.
+    Dns(Ipv4Addr),
+}
+
+/// The armv7 build is static glibc, whose name lookups go through NSS. In an empty root (no
+/// nsswitch.conf, no libnss_*.so) a name other than localhost must still resolve, from
+/// /etc/hosts and through DNS; the aarch64 musl build is checked the same way.
+fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Lookup) {
     let Some(binary) = release_binary(variable) else {
         return;
     };
@@ -151,11 +163,15 @@ fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str) {
         "cannot make namespaces or chroot here (needs root)"
     );
     let control_plane = ControlPlane::start();
-    let root = EmptyRoot::new(
-        &format!("resolve-{qemu}"),
-        &binary,
-        Some("127.0.0.1 control-plane.test\n"),
-    );
+    let kind = match lookup {
+        Lookup::Hosts => "hosts",
+        Lookup::Dns(_) => "dns",
+    };
+    let root = EmptyRoot::new(&format!("resolve-{kind}-{qemu}"), &binary, None);
+    match lookup {
+        Lookup::Hosts => root.add_etc_file("hosts", "127.0.0.1 control-plane.test\n"),
+        Lookup::Dns(server) => root.add_etc_file("resolv.conf", &format!("nameserver {server}\n")),
+    }
     root.add_emulator(&emulator(qemu));
     let url = format!("http://control-plane.test:{}", control_plane.addr().port());
     let command = root.command(
@@ -177,10 +193,107 @@ fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str) {
 
 #[test]
 fn armv7_static_glibc_resolves_names_from_etc_hosts_in_an_empty_root() {
-    resolves_a_host_name_in_an_empty_root("MIAAS_ARMV7_BIN", "qemu-arm-static");
+    resolves_a_host_name_in_an_empty_root("MIAAS_ARMV7_BIN", "qemu-arm-static", Lookup::Hosts);
 }
 
 #[test]
 fn aarch64_musl_resolves_names_from_etc_hosts_in_an_empty_root() {
-    resolves_a_host_name_in_an_empty_root("MIAAS_AARCH64_BIN", "qemu-aarch64-static");
+    resolves_a_host_name_in_an_empty_root(
+        "MIAAS_AARCH64_BIN",
+        "qemu-aarch64-static",
+        Lookup::Hosts,
+    );
+}
+
+#[test]
+fn armv7_static_glibc_resolves_names_through_dns_in_an_empty_root() {
+    let dns = DnsServer::start(53);
+    resolves_a_host_name_in_an_empty_root(
+        "MIAAS_ARMV7_BIN",
+        "qemu-arm-static",
+        Lookup::Dns(dns.address),
+    );
+    assert!(dns.answered() > 0, "the DNS server was never asked");
+}
+
+#[test]
+fn aarch64_musl_resolves_names_through_dns_in_an_empty_root() {
+    let dns = DnsServer::start(54);
+    resolves_a_host_name_in_an_empty_root(
+        "MIAAS_AARCH64_BIN",
+        "qemu-aarch64-static",
+        Lookup::Dns(dns.address),
+    );
+    assert!(dns.answered() > 0, "the DNS server was never asked");
+}
+
+/// A DNS server on port 53 of a loopback address of its own (resolv.conf cannot name a port),
+/// answering every A query with 127.0.0.1 and every other query with no record.
+struct DnsServer {
+    address: Ipv4Addr,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DnsServer {
+    fn start(tag: u8) -> DnsServer {
+        // 127.53.<tag>.<pid>: each test and each test process its own address.
+        let address = Ipv4Addr::new(127, 53, tag, (std::process::id() % 250 + 1) as u8);
+        let socket = UdpSocket::bind((address, 53)).expect("can bind port 53 (needs root)");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (Arc::clone(&answered), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut query = [0u8; 512];
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((len, from)) = socket.recv_from(&mut query) else {
+                    continue;
+                };
+                if let Some(answer) = dns_answer(&query[..len]) {
+                    let _ = socket.send_to(&answer, from);
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        DnsServer {
+            address,
+            answered,
+            stop,
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The answer to one query (RFC 1035): the header with the query's id, the question, and for
+/// type A one record pointing at 127.0.0.1.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    // The question's name is labels up to a zero byte after the 12-byte header; then type, class.
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = query.get(12..end + 5)?;
+    let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+    let mut answer = Vec::with_capacity(64);
+    answer.extend_from_slice(&query[..2]); // id
+    answer.extend_from_slice(&[0x81, 0x80]); // a response, recursion available, no error
+    answer.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    answer.extend_from_slice(question);
+    if is_a {
+        // The name by pointer to the question, type A, class IN, TTL 60, 4 bytes of address.
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
+    Some(answer)
 }

@@ -32,6 +32,14 @@ impl EmptyRoot {
         EmptyRoot { dir }
     }
 
+    /// Adds `/etc/<name>` with `text`.
+    pub fn add_etc_file(&self, name: &str, text: &str) {
+        let path = self.dir.join("etc").join(name);
+        fs::write(&path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
     /// Adds an emulator (a static qemu-user binary) as `/qemu`, to run a foreign binary.
     pub fn add_emulator(&self, emulator: &Path) {
         copy_executable(emulator, &self.dir.join("qemu"));
