@@ -16,7 +16,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if ! command -v valgrind >/dev/null; then
-  apt-get install -y -qq valgrind >/dev/null 2>&1 || { echo "bench: please install valgrind" >&2; exit 1; }
+  { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null 2>&1 ||
+    { echo "bench: please install valgrind" >&2; exit 1; }
 fi
 
 # The plain-HTTP build first, kept aside; then the default build, into dist/.
