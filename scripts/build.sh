@@ -24,8 +24,8 @@ die() {
 linker_package() {
   case "$1" in
     x86_64-unknown-linux-musl) ;; # rustc links it with its own self-contained musl
-    aarch64-unknown-linux-musl | aarch64-unknown-linux-gnu) echo gcc-aarch64-linux-gnu ;;
-    armv7-unknown-linux-gnueabihf | armv7-unknown-linux-musleabihf) echo gcc-arm-linux-gnueabihf ;;
+    aarch64-unknown-linux-musl) echo gcc-aarch64-linux-gnu ;;
+    armv7-unknown-linux-gnueabihf) echo gcc-arm-linux-gnueabihf ;;
     *) die "no known linker for $1 (known: ${default_targets[*]})" ;;
   esac
 }
