@@ -313,3 +313,22 @@ fn systemd_analyze_verify(root: &Path, unit: &str) {
         );
     }
 }
+
+/// The version the image is labelled with and the tag the DaemonSet runs are the crate's.
+#[test]
+fn image_label_and_daemonset_tag_carry_the_crate_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let containerfile = std::fs::read_to_string(repo("Containerfile")).unwrap();
+    assert!(
+        containerfile
+            .lines()
+            .any(|line| line == format!("ARG VERSION={version}")),
+        "Containerfile's ARG VERSION is not {version}"
+    );
+    let documents = yaml_documents("deploy/kubernetes/daemonset.yaml");
+    let daemon_set = documents.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let image = daemon_set["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert_eq!(image, format!("miaas-agent:{version}"));
+}
