@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The test suite: the static musl binary against the test control plane, plus lints.
+# The test suite: lints, the release builds of every target, then every test against the static
+# musl binary, the cross-built ones under qemu-user, and the image under podman.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
-cargo clippy --all-targets --target x86_64-unknown-linux-musl -- -D warnings
+cargo clippy --all-targets --workspace --target x86_64-unknown-linux-musl -- -D warnings
+
+# tests/cross.rs and tests/container.rs run what ships: the binaries scripts/build.sh makes.
+bash scripts/build.sh
+export MIAAS_X86_64_BIN=$PWD/dist/x86_64-unknown-linux-musl/miaas-agent
+export MIAAS_AARCH64_BIN=$PWD/dist/aarch64-unknown-linux-musl/miaas-agent
+export MIAAS_ARMV7_BIN=$PWD/dist/armv7-unknown-linux-gnueabihf/miaas-agent
+
 cargo test --workspace --target x86_64-unknown-linux-musl

@@ -14,10 +14,11 @@ impl DiskSpace {
     pub fn of(path: &Path) -> nix::Result<DiskSpace> {
         let stats = nix::sys::statvfs::statvfs(path)?;
         let fragment = u128::from(stats.fragment_size());
-        let mb = |blocks: u64| ((u128::from(blocks) * fragment) >> 20) as u64;
+        // Block counts are u64 on 64-bit targets and u32 on 32-bit glibc (armv7): widen either.
+        let mb = |blocks: u128| ((blocks * fragment) >> 20) as u64;
         Ok(DiskSpace {
-            total_mb: mb(stats.blocks()),
-            available_mb: mb(stats.blocks_available()),
+            total_mb: mb(stats.blocks().into()),
+            available_mb: mb(stats.blocks_available().into()),
         })
     }
 }

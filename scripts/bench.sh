@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The benchmark (not a test): sizes, memory, CPU, wake-ups and start-up of the x86_64 build,
+# printed as one Markdown table with each budget beside its figure. A few minutes.
+#
+#   bash scripts/bench.sh
+#
+# The budgets are for the plain-HTTP build (--no-default-features), which is what runs here;
+# the default build's size is printed beside it. Needs valgrind (installed when missing) and,
+# for the image size, podman.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=x86_64-unknown-linux-musl
+target_dir=${CARGO_TARGET_DIR:-target}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! command -v valgrind >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null 2>&1 ||
+    { echo "bench: please install valgrind" >&2; exit 1; }
+fi
+
+# The plain-HTTP build first, kept aside; then the default build, into dist/.
+echo "bench: building" >&2
+cargo build --quiet --release --locked --target "$target" --no-default-features
+cp "$target_dir/$target/release/miaas-agent" "$work/miaas-agent-plain"
+bash scripts/build.sh "$target" 2>/dev/null
+cargo build --quiet --release --locked --target "$target" --example bench --example bare-client
+
+size() { stat -c %s "$1"; }
+kib() { awk -v b="$1" 'BEGIN { printf "%.0f KiB (%d bytes)", b / 1024, b }'; }
+
+echo
+echo "| Figure | Measured | Budget |"
+echo "|---|---|---|"
+echo "| binary, plain HTTP (--no-default-features) | $(kib "$(size "$work/miaas-agent-plain")") | ≤ 1024 KiB |"
+echo "| binary, default features | $(kib "$(size "dist/$target/miaas-agent")") | |"
+
+# The image: the Containerfile over the default build, in podman storage of its own.
+if command -v podman >/dev/null; then
+  podman=(podman --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver vfs --runtime runc)
+  if "${podman[@]}" build --quiet --isolation chroot -f Containerfile -t localhost/miaas-agent:bench . >/dev/null 2>"$work/podman.log"; then
+    image=$("${podman[@]}" image inspect localhost/miaas-agent:bench --format '{{.Size}}')
+    echo "| image (FROM scratch, default build) | $(kib "$image") = binary + $((image - $(size "dist/$target/miaas-agent"))) bytes | binary + a few KiB |"
+  else
+    echo "| image | podman build failed: $(tail -1 "$work/podman.log") | |"
+  fi
+  "${podman[@]}" rmi --all --force >/dev/null 2>&1 || true
+else
+  echo "| image | podman is not installed | |"
+fi
+
+"$target_dir/$target/release/examples/bench" "$work/miaas-agent-plain" "$target_dir/$target/release/examples/bare-client"

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Installs the agent on a host without containers, as a hardened systemd service:
+#
+#   scp dist/x86_64-unknown-linux-musl/miaas-agent scripts/install.sh node:
+#   ssh node sudo CONTROL_PLANE_URL=http://cp:8080 ./install.sh ./miaas-agent
+#   ssh node sudo ./install.sh --uninstall
+#
+# Installs /usr/local/bin/miaas-agent, /etc/miaas-agent.env (kept if it exists: it holds the
+# node's settings) and /etc/systemd/system/miaas-agent.service, then enables and starts the
+# service. With DESTDIR set, everything goes under that directory and systemctl is not run
+# (for packaging, and for the tests).
+set -euo pipefail
+
+destdir=${DESTDIR:-}
+bin=$destdir/usr/local/bin/miaas-agent
+env_file=$destdir/etc/miaas-agent.env
+unit=$destdir/etc/systemd/system/miaas-agent.service
+
+die() {
+  echo "install: $*" >&2
+  exit 1
+}
+
+# systemctl only on the real root: under DESTDIR there is no running systemd to tell.
+systemctl_() {
+  if [ -z "$destdir" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl "$@"
+  fi
+}
+
+if [ "${1:-}" = --uninstall ]; then
+  systemctl_ disable --now miaas-agent.service || true
+  rm -f "$bin" "$unit" "$env_file"
+  systemctl_ daemon-reload
+  echo "install: removed the miaas-agent binary, unit and environment file" >&2
+  exit 0
+fi
+
+source_bin=${1:-./miaas-agent}
+[ -f "$source_bin" ] || die "no binary at $source_bin (usage: install.sh [PATH-TO-miaas-agent] | --uninstall)"
+# Refuse a binary this host cannot run before anything is changed.
+"$source_bin" --version >/dev/null 2>&1 || die "$source_bin does not run on this host (wrong architecture?)"
+
+install -D -m 0755 "$source_bin" "$bin"
+
+if [ -e "$env_file" ]; then
+  echo "install: keeping the existing $env_file" >&2
+else
+  install -d "$(dirname "$env_file")"
+  # The control plane from the installer's environment, the other settings commented out at
+  # their defaults (see `miaas-agent --help`).
+  cat >"$env_file" <<EOF
+# Settings of miaas-agent (systemd reads this file; \`miaas-agent --help\` describes each).
+# Restart after a change: systemctl restart miaas-agent
+CONTROL_PLANE_URL=${CONTROL_PLANE_URL:-http://localhost:8080}
+#HEARTBEAT_INTERVAL=30
+#NODE_NAME=
+#NODE_IP=auto
+#LOG_LEVEL=info
+#LOG_FORMAT=text
+#DISK_PATH=/
+EOF
+  chmod 0644 "$env_file"
+fi
+
+install -d "$(dirname "$unit")"
+cat >"$unit" <<'EOF'
+[Unit]
+Description=MIaaS node agent
+Wants=network-online.target
+After=network-online.target
+# Restart=always below may restart it forever.
+StartLimitIntervalSec=0
+
+[Service]
+EnvironmentFile=/etc/miaas-agent.env
+ExecStart=/usr/local/bin/miaas-agent
+# The agent retries the control plane by itself and never exits on its own; a restart is for a
+# crash or a kill. Back off from 2 s to 60 s and never stop trying (RestartSteps and
+# RestartMaxDelaySec need systemd 254; older ones ignore them and wait 2 s each time).
+Restart=always
+RestartSec=2s
+RestartSteps=10
+RestartMaxDelaySec=60s
+# SIGTERM ends it at once with exit code 0.
+KillSignal=SIGTERM
+TimeoutStopSec=5s
+
+# It reads /proc, /sys and statvfs(/), and talks HTTP: nothing else is allowed.
+DynamicUser=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+UMask=0077
+# A small agent: a runaway one is stopped, not the node.
+MemoryMax=64M
+TasksMax=16
+
+[Install]
+WantedBy=multi-user.target
+EOF
+chmod 0644 "$unit"
+
+systemctl_ daemon-reload
+systemctl_ enable --now miaas-agent.service
+echo "install: installed $bin, $env_file and $unit" >&2
