@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use ureq::http::Response;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
 use crate::config::Config;
 use crate::control_plane_url::ControlPlaneUrl;
 use crate::protocol::{self, HeartbeatPayload, RegisterRequest, Registration};
+use crate::transport::OneWritePerRequest;
 
 /// Whether this build can speak HTTPS.
 pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
@@ -88,7 +89,11 @@ impl ControlPlane {
         let config = config.tls_config(settings.tls.ureq_config());
         let config = config.build();
         ControlPlane {
-            agent: Agent::with_parts(config, DefaultConnector::new(), InlineResolver),
+            agent: Agent::with_parts(
+                config,
+                DefaultConnector::new().chain(OneWritePerRequest),
+                InlineResolver,
+            ),
             url: url.clone(),
             register_url: url.endpoint("/api/v1/nodes/register"),
             hint_client_cert: url.scheme() == crate::control_plane_url::Scheme::Https

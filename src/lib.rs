@@ -20,6 +20,7 @@ pub mod signals;
 pub mod ticks;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transport;
 
 use std::process::ExitCode;
 

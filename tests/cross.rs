@@ -154,9 +154,10 @@ enum Lookup {
 /// The armv7 build is static glibc, whose name lookups go through NSS. In an empty root (no
 /// nsswitch.conf, no libnss_*.so) a name other than localhost must still resolve, from
 /// /etc/hosts and through DNS; the aarch64 musl build is checked the same way.
-fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Lookup) {
+/// Returns false when the binary was not given (outside CI), so the caller skips its own checks.
+fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Lookup) -> bool {
     let Some(binary) = release_binary(variable) else {
-        return;
+        return false;
     };
     assert!(
         empty_root::can_chroot(),
@@ -189,6 +190,7 @@ fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Loo
         "{variable} did not reach control-plane.test from an empty root; it said:\n{}",
         agent.output()
     );
+    true
 }
 
 #[test]
@@ -208,23 +210,25 @@ fn aarch64_musl_resolves_names_from_etc_hosts_in_an_empty_root() {
 #[test]
 fn armv7_static_glibc_resolves_names_through_dns_in_an_empty_root() {
     let dns = DnsServer::start(53);
-    resolves_a_host_name_in_an_empty_root(
+    if resolves_a_host_name_in_an_empty_root(
         "MIAAS_ARMV7_BIN",
         "qemu-arm-static",
         Lookup::Dns(dns.address),
-    );
-    assert!(dns.answered() > 0, "the DNS server was never asked");
+    ) {
+        assert!(dns.answered() > 0, "the DNS server was never asked");
+    }
 }
 
 #[test]
 fn aarch64_musl_resolves_names_through_dns_in_an_empty_root() {
     let dns = DnsServer::start(54);
-    resolves_a_host_name_in_an_empty_root(
+    if resolves_a_host_name_in_an_empty_root(
         "MIAAS_AARCH64_BIN",
         "qemu-aarch64-static",
         Lookup::Dns(dns.address),
-    );
-    assert!(dns.answered() > 0, "the DNS server was never asked");
+    ) {
+        assert!(dns.answered() > 0, "the DNS server was never asked");
+    }
 }
 
 /// A DNS server on port 53 of a loopback address of its own (resolv.conf cannot name a port),

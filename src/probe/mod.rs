@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub use cpu::{CpuTimes, count_online};
 pub use disk::DiskSpace;
@@ -146,7 +147,13 @@ pub struct Sampler {
 struct Engine {
     socket: Option<PathBuf>,
     failing: bool,
+    /// When the sockets were last looked for: a node without an engine looks again every
+    /// `ENGINE_SEARCH_PERIOD`, not every heartbeat.
+    searched: Option<Instant>,
 }
+
+/// How often a node with no container engine looks again for one that may have started.
+const ENGINE_SEARCH_PERIOD: Duration = Duration::from_secs(10);
 
 impl Sampler {
     /// A sampler with no baseline yet: call `restart` before the first sample.
@@ -160,6 +167,7 @@ impl Sampler {
             engine: Engine {
                 socket: None,
                 failing: false,
+                searched: None,
             },
         }
     }
@@ -169,6 +177,7 @@ impl Sampler {
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
         self.engine.socket = containers::find_socket(&self.host);
+        self.engine.searched = Some(Instant::now());
     }
 
     /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
@@ -215,8 +224,12 @@ impl Sampler {
     /// One short exchange with the engine; `[]` when there is none or it does not answer.
     fn running_containers(&mut self) -> Vec<String> {
         let engine = &mut self.engine;
-        if engine.socket.is_none() || engine.failing {
+        let search_due = engine
+            .searched
+            .is_none_or(|searched| searched.elapsed() >= ENGINE_SEARCH_PERIOD);
+        if engine.failing || (engine.socket.is_none() && search_due) {
             engine.socket = containers::find_socket(&self.host);
+            engine.searched = Some(Instant::now());
         }
         let Some(socket) = &engine.socket else {
             return Vec::new();
