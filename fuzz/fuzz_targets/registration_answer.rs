@@ -1,0 +1,83 @@
+//! The 201 answer to a registration (`protocol::parse_registration`). Whatever the network sends,
+//! a node_id that is accepted is safe in a request path, a token that is accepted is safe in a
+//! header and never shown, a refusal is one log line; and a well-formed answer reads back exactly
+//! what was sent, however it is escaped.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use miaas_agent::protocol::{Registration, parse_registration};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(body) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(registration) = check(body) {
+        // What the agent does next with it: a heartbeat path and an Authorization header.
+        let path = format!("/api/v1/nodes/{}/heartbeat", registration.node_id);
+        assert_eq!(path.split('/').count(), 6, "{path}");
+    }
+
+    // The same text as the id and token of a well-formed answer, escaped by another JSON library.
+    let (id, token) = body.split_once('|').unwrap_or((body, "t"));
+    let answer = serde_json::json!({
+        "node_id": id,
+        "node_token": token,
+        "control_plane_url": "http://localhost:8080",
+    })
+    .to_string();
+    let allowed = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !token.is_empty()
+        && token.len() <= 8192
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    match check(&answer) {
+        Ok(registration) => {
+            assert!(allowed, "accepted {answer}");
+            assert_eq!(registration.node_id, id);
+            assert_eq!(registration.token.bearer(), format!("Bearer {token}"));
+        }
+        Err(message) => assert!(!allowed, "refused {answer}: {message}"),
+    }
+});
+
+fn check(body: &str) -> Result<Registration, String> {
+    let result = parse_registration(body);
+    match &result {
+        Ok(registration) => {
+            let id = &registration.node_id;
+            assert!(!id.is_empty() && id.len() <= 128, "{id:?}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "node_id {id:?} is not path-safe"
+            );
+            let bearer = registration.token.bearer();
+            let token = bearer.strip_prefix("Bearer ").expect("a Bearer header");
+            assert!(
+                !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()),
+                "token {token:?} is not header-safe"
+            );
+            // Never shown: Debug and Display of the token and the registration leave it out
+            // (a short token can occur in the text by chance, a long one cannot).
+            if token.len() >= 12 && !id.contains(token) {
+                for shown in [
+                    format!("{registration:?}"),
+                    format!("{:?}", registration.token),
+                    registration.token.to_string(),
+                ] {
+                    assert!(!shown.contains(token), "token shown in {shown:?}");
+                }
+            }
+        }
+        Err(message) => assert_one_log_line(message),
+    }
+    result
+}
+
+fn assert_one_log_line(message: &str) {
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.chars().count() <= 400, "{message:?}");
+}
