@@ -50,6 +50,10 @@ impl Namespaces {
         let tag = std::process::id();
         let control_plane = format!("miaas-{tag}-cp");
         let agent = format!("miaas-{tag}-agent");
+        // Left over by a killed run whose pid this one reuses (no live process has this pid).
+        for stale in [&control_plane, &agent] {
+            let _ = run(ip, &["netns", "del", stale]);
+        }
         let first = run(ip, &["netns", "add", &control_plane]);
         if !first.status.success() {
             return Err(String::from_utf8_lossy(&first.stderr).trim().to_string());
