@@ -13,4 +13,10 @@ export MIAAS_X86_64_BIN=$PWD/dist/x86_64-unknown-linux-musl/miaas-agent
 export MIAAS_AARCH64_BIN=$PWD/dist/aarch64-unknown-linux-musl/miaas-agent
 export MIAAS_ARMV7_BIN=$PWD/dist/armv7-unknown-linux-gnueabihf/miaas-agent
 
-cargo test --workspace --target x86_64-unknown-linux-musl
+# The resilience tests print their figures (soak memory and descriptors, storm histogram,
+# partition recovery): everything else first, then those three with --nocapture.
+resilience=(soak_memory_and_descriptors_stay_flat_over_3000_heartbeats
+  storm_registrations_spread_over_the_backoff_window_and_all_get_in
+  partition_longer_than_the_request_timeout_heartbeats_resume)
+cargo test --workspace --target x86_64-unknown-linux-musl -- --exact "${resilience[@]/#/--skip=}"
+cargo test --target x86_64-unknown-linux-musl --test soak --test storm --test partition -- --nocapture

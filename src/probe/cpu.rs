@@ -34,10 +34,12 @@ impl CpuTimes {
     /// Each counter's delta is clamped at 0 (iowait can go backwards); guest time is already
     /// counted in user and nice, so it is taken out of the total once.
     pub fn busy_percent_since(&self, earlier: &CpuTimes) -> f64 {
-        let delta: [u64; 10] = std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i]));
+        // Summed in u128: ten u64 deltas cannot overflow it, whatever the file says.
+        let delta: [u128; 10] =
+            std::array::from_fn(|i| u128::from(self.0[i].saturating_sub(earlier.0[i])));
         let total = delta
             .iter()
-            .sum::<u64>()
+            .sum::<u128>()
             .saturating_sub(delta[GUEST] + delta[GUEST_NICE]);
         if total == 0 {
             return 0.0;
@@ -99,6 +101,19 @@ mod tests {
             CpuTimes::parse("cpu 1 2 3 4\n"),
             Some(CpuTimes([1, 2, 3, 4, 0, 0, 0, 0, 0, 0]))
         );
+    }
+
+    #[test]
+    fn counters_near_u64_max_do_not_overflow() {
+        // Found by fuzz/fuzz_targets/proc_stat.rs: the sum of the deltas overflowed u64.
+        let earlier = CpuTimes::parse("cpu  0 0 0 0 0 0 0 0 0 0").unwrap();
+        let later = CpuTimes::parse(&format!(
+            "cpu  {max} {max} 0 {max} 0 0 0 0 0 0",
+            max = u64::MAX
+        ))
+        .unwrap();
+        let percent = later.busy_percent_since(&earlier);
+        assert!((percent - 200.0 / 3.0).abs() < 1e-9, "{percent}");
     }
 
     #[test]

@@ -32,7 +32,9 @@ impl Memory {
         let total_kib = total?;
         let available_kib = match available {
             Some(available) => available,
-            None => free? + buffers.unwrap_or(0) + cached.unwrap_or(0),
+            None => free?
+                .saturating_add(buffers.unwrap_or(0))
+                .saturating_add(cached.unwrap_or(0)),
         };
         Some(Memory {
             total_kib,
@@ -40,9 +42,10 @@ impl Memory {
         })
     }
 
-    /// `MemTotal_kB * 1024 / 2^20`, integer division.
+    /// `MemTotal_kB * 1024 / 2^20`, integer division (computed as `/ 1024`, the same number
+    /// without overflowing for any value).
     pub fn total_mb(&self) -> u64 {
-        self.total_kib * 1024 / (1 << 20)
+        self.total_kib / 1024
     }
 
     /// `100 * (MemTotal - MemAvailable) / MemTotal`, clamped to 0..=100.
@@ -79,6 +82,19 @@ mod tests {
             total_kib: 100,
             available_kib: 200,
         };
+        assert_eq!(memory.used_percent(), 0.0);
+    }
+
+    #[test]
+    fn values_near_u64_max_do_not_overflow() {
+        // Found by fuzz/fuzz_targets/proc_meminfo.rs: the pre-3.14 sum and `* 1024` overflowed.
+        let max = u64::MAX;
+        let memory = Memory::parse(&format!(
+            "MemTotal: {max} kB\nMemFree: {max} kB\nBuffers: {max} kB\nCached: 1 kB\n"
+        ))
+        .unwrap();
+        assert_eq!(memory.available_kib, u64::MAX);
+        assert_eq!(memory.total_mb(), u64::MAX / 1024);
         assert_eq!(memory.used_percent(), 0.0);
     }
 

@@ -1,0 +1,63 @@
+//! The settings (`config::parse`): any command line and environment either gives a configuration
+//! within the documented bounds or one error line; never a panic.
+//!
+//! The input is NUL-separated strings, as argv and environ are: `NAME=value` with an upper-case
+//! NAME is an environment variable, anything else an argument.
+#![no_main]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use miaas_agent::config::{Invocation, parse};
+use miaas_agent::control_plane_url::ControlPlaneUrl;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut args = vec!["miaas-agent".to_string()];
+    let mut env = HashMap::new();
+    for item in text.split('\0') {
+        match item.split_once('=') {
+            Some((name, value))
+                if !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+            {
+                env.insert(name.to_string(), value.to_string());
+            }
+            _ => args.push(item.to_string()),
+        }
+    }
+    match parse(&args, &|name| env.get(name).cloned()) {
+        Ok(Invocation::Run(config)) | Ok(Invocation::Once(config)) => {
+            let interval = config.heartbeat_interval;
+            assert!(
+                (Duration::from_millis(10)..=Duration::from_secs(86_400)).contains(&interval),
+                "{interval:?}"
+            );
+            assert!(config.node_name.len() <= 253, "{:?}", config.node_name);
+            assert!(
+                !config.node_name.chars().any(char::is_control),
+                "{:?}",
+                config.node_name
+            );
+            let shown = config.control_plane_url.to_string();
+            assert_eq!(ControlPlaneUrl::parse(&shown), Ok(config.control_plane_url));
+            assert!(config.host.disk.is_absolute(), "{:?}", config.host.disk);
+        }
+        Ok(Invocation::Print(text)) => assert!(text.ends_with('\n'), "{text:?}"),
+        Err(error) => {
+            let message = error.to_string();
+            // KNOWN BUG, reported: the HOST_PROC and DISK_PATH errors show the path with Display,
+            // so a newline in it splits the message (src/config.rs, `host_paths`). Drop this
+            // exemption once they use `{:?}` like the other settings.
+            let known = message.starts_with("HOST_PROC=") || message.starts_with("DISK_PATH=");
+            assert!(
+                known || !message.contains('\n'),
+                "not one line: {message:?}"
+            );
+            assert!(!message.is_empty());
+        }
+    }
+});
