@@ -226,6 +226,12 @@ fn describe(error: &ureq::Error) -> String {
         ureq::Error::Io(error) => match error.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".into(),
             io::ErrorKind::ConnectionReset => "connection reset".into(),
+            io::ErrorKind::HostUnreachable => {
+                "host unreachable (no route to the control plane)".into()
+            }
+            io::ErrorKind::NetworkUnreachable => {
+                "network unreachable (no route to the control plane)".into()
+            }
             io::ErrorKind::BrokenPipe => {
                 "the control plane closed the connection while the request was being sent".into()
             }

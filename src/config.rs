@@ -418,18 +418,16 @@ fn host_paths(
         let path = host.proc.join(file);
         if let Err(error) = std::fs::metadata(&path) {
             return Err(ConfigError(format!(
-                "HOST_PROC={}: cannot read {}: {error}",
-                host.proc.display(),
-                path.display()
+                "invalid HOST_PROC={:?}: cannot read {:?}: {error}",
+                host.proc, path
             )));
         }
     }
     let disk_on_this_machine = host.disk_on_this_machine();
     if let Err(error) = nix::sys::statvfs::statvfs(Path::new(&disk_on_this_machine)) {
         return Err(ConfigError(format!(
-            "DISK_PATH={}: cannot statvfs {}: {error}",
-            host.disk.display(),
-            disk_on_this_machine.display()
+            "invalid DISK_PATH={:?}: cannot statvfs {:?}: {error}",
+            host.disk, disk_on_this_machine
         )));
     }
     Ok(host)
@@ -542,6 +540,10 @@ mod tests {
                 "invalid HOST_PROC=\"/nonexistent\"",
             ),
             (("DISK_PATH", "relative"), "invalid DISK_PATH=\"relative\""),
+            (
+                ("DISK_PATH", "/no\nsuch"),
+                "invalid DISK_PATH=\"/no\\nsuch\"",
+            ),
             (
                 ("DOCKER_HOST", "tcp://10.0.0.1:2375"),
                 "invalid DOCKER_HOST=\"tcp://10.0.0.1:2375\"",
