@@ -118,7 +118,7 @@ fn as_text(body: &[u8]) -> Result<&str, String> {
 
 /// Reads a `containers/json` answer. Without `all=true` the engine lists running (and paused)
 /// containers; paused ones are left out, as they run nothing.
-fn running_names(body: &str) -> Result<Vec<String>, String> {
+pub fn running_names(body: &str) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     struct Container {
         #[serde(rename = "Names")]

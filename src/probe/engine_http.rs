@@ -152,7 +152,7 @@ fn connect(path: &Path) -> io::Result<UnixStream> {
 
 /// The body, once `received` holds a whole 2xx answer; `None` while more is needed. `ended`
 /// says the engine closed the connection, which ends a body that has no other framing.
-fn parse(received: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec<u8>>, Error> {
+pub fn parse(received: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec<u8>>, Error> {
     let Some(head_end) = find(received, b"\r\n\r\n") else {
         if received.len() > HEAD_CAP {
             return Err(Error::TooLarge);

@@ -67,7 +67,10 @@ fn pci_gpu(device: &Path) -> Result<Gpu, String> {
             )
         })?;
     // amdgpu gives the name on cards whose board carries it (Instinct, some Radeon Pro).
-    let model = read_attribute(&device.join("product_name")).filter(|name| !name.is_empty());
+    // The same treatment as the NVIDIA model: a name, not whatever bytes the file holds.
+    let model = read_attribute(&device.join("product_name"))
+        .map(|name| printable(&name, 128))
+        .filter(|name| !name.trim().is_empty());
     let mem_mb = read_attribute(&device.join("mem_info_vram_total"))
         .and_then(|bytes| bytes.parse::<u64>().ok())
         .map(|bytes| bytes >> 20);

@@ -16,6 +16,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use cpu::{CpuTimes, count_online};
+
+/// The parsers of the container engine's answers, for the fuzz targets (cargo fuzz builds with
+/// `--cfg fuzzing`); the agent itself reaches them through `Sampler` and `detect`.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use super::containers::running_names;
+    pub use super::engine_http::parse as engine_answer;
+    pub use super::gpus::detect as gpus;
+}
 pub use disk::DiskSpace;
 pub use memory::Memory;
 
