@@ -143,6 +143,7 @@ fn heartbeat_until_lost(
         "Starting heartbeat loop (interval: {}s)",
         config.heartbeat_interval.as_secs_f64()
     );
+    let target = client.heartbeat_target(registration);
     let mut ticks = Ticks::new(Instant::now(), config.heartbeat_interval);
     let mut failures = 0;
     let mut accepted = 0u64;
@@ -155,7 +156,7 @@ fn heartbeat_until_lost(
             );
         }
         let payload = sampler.sample();
-        match client.heartbeat(registration, &payload) {
+        match client.heartbeat(&target, &payload) {
             Ok(()) => {
                 failures = 0;
                 accepted += 1;
@@ -189,6 +190,9 @@ fn heartbeat_until_lost(
 
 /// `Heartbeat sent: CPU 15.2%, Mem 45.3%, Disk 450000 MB free`, as operators grep for it.
 fn log_heartbeat(payload: &crate::protocol::HeartbeatPayload) {
+    if !log::enabled(Level::Info) {
+        return;
+    }
     let percent =
         |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{:.1}%", round_tenth(v)));
     let disk = payload

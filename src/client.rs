@@ -37,6 +37,22 @@ pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
     })
 }
 
+/// Where a registration's heartbeats go and how they authenticate. Holds the token: its
+/// `Debug` does not show it.
+pub struct HeartbeatTarget {
+    url: String,
+    authorization: String,
+}
+
+impl std::fmt::Debug for HeartbeatTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatTarget")
+            .field("url", &self.url)
+            .field("authorization", &"Bearer <redacted>")
+            .finish()
+    }
+}
+
 /// Why a call did not succeed, sorted by what the agent should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -115,20 +131,25 @@ impl ControlPlane {
         )
     }
 
+    /// Builds what stays the same for every heartbeat of a registration: its URL and the
+    /// `Authorization` header, made once instead of at every tick.
+    pub fn heartbeat_target(&self, registration: &Registration) -> HeartbeatTarget {
+        HeartbeatTarget {
+            url: self.url.endpoint(&registration.heartbeat_path()),
+            authorization: registration.token.bearer(),
+        }
+    }
+
     pub fn heartbeat(
         &self,
-        registration: &Registration,
+        target: &HeartbeatTarget,
         payload: &HeartbeatPayload,
     ) -> Result<(), Failure> {
-        let url = self
-            .url
-            .endpoint(&format!("/api/v1/nodes/{}/heartbeat", registration.node_id));
         let body = miniserde::json::to_string(payload);
-        let authorization = registration.token.bearer();
         self.post(
-            &url,
+            &target.url,
             &body,
-            Some(authorization),
+            Some(&target.authorization),
             protocol::parse_heartbeat_ack,
         )
     }
@@ -138,7 +159,7 @@ impl ControlPlane {
         &self,
         url: &str,
         body: &str,
-        authorization: Option<String>,
+        authorization: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, Failure> {
         let mut request = self

@@ -147,6 +147,13 @@ pub struct Registration {
     pub token: NodeToken,
 }
 
+impl Registration {
+    /// The heartbeat path, `/api/v1/nodes/{node_id}/heartbeat`.
+    pub fn heartbeat_path(&self) -> String {
+        format!("/api/v1/nodes/{}/heartbeat", self.node_id)
+    }
+}
+
 /// Reads a 201 answer to a registration. The id goes into request paths and the token into a
 /// header, so both are checked: an answer that could smuggle a path or a header is refused.
 pub fn parse_registration(body: &str) -> Result<Registration, String> {

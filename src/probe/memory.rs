@@ -28,6 +28,12 @@ impl Memory {
                 _ => continue,
             };
             *slot = Some(rest.split_ascii_whitespace().next()?.parse::<u64>().ok()?);
+            // MemTotal and MemAvailable are the first and third lines: the other fifty are
+            // needed only by kernels without MemAvailable. (Half a heartbeat's instructions
+            // went to reading them all.)
+            if total.is_some() && available.is_some() {
+                break;
+            }
         }
         let total_kib = total?;
         let available_kib = match available {
