@@ -1,7 +1,7 @@
 //! Memory figures from /proc/meminfo (`mem_mb` and `mem_usage` in ../shared/metrics.md).
 //!
-//! Only the five keys the definitions use are read, so a reduced meminfo (gVisor, some
-//! LXCFS setups) still reports.
+//! Only the keys the definitions use are read (MemTotal and MemAvailable, or MemFree, Buffers and
+//! Cached on kernels before 3.14); a meminfo that lacks others still reports.
 
 /// The meminfo values the figures need, in KiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
