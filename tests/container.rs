@@ -9,11 +9,12 @@ mod empty_root;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use empty_root::EmptyRoot;
-use support::{Agent, ControlPlane, WAIT, heartbeats};
+use support::podman::{Podman, text};
+use support::{Agent, ControlPlane, WAIT, count_heartbeats};
 
 /// The binary the image ships: the release build when scripts/test.sh names it, else the one
 /// cargo built for the tests if it is static (the musl target). A glibc test build cannot run
@@ -45,49 +46,6 @@ fn target_arch() -> &'static str {
     }
 }
 
-/// podman with its own storage under a temporary directory, so the test touches no other
-/// images and needs no storage driver but vfs, and runc as the runtime.
-struct Podman {
-    storage: PathBuf,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let storage = std::env::temp_dir().join(format!("miaas-podman-{}", std::process::id()));
-        Podman { storage }
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new("podman");
-        command
-            .arg("--root")
-            .arg(self.storage.join("root"))
-            .arg("--runroot")
-            .arg(self.storage.join("run"))
-            .args(["--storage-driver", "vfs", "--runtime", "runc"]);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("podman starts")
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.command().args(["rm", "--all", "--force"]).output();
-        let _ = std::fs::remove_dir_all(&self.storage);
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// A build context holding the Containerfile and the binary where it expects it.
 fn build_context(binary: &Path) -> PathBuf {
     let context = std::env::temp_dir().join(format!("miaas-image-{}", std::process::id()));
@@ -108,7 +66,7 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
     let Some(binary) = shipped_binary() else {
         return;
     };
-    let podman = Podman::new();
+    let podman = Podman::new("image");
     let image = format!("localhost/miaas-agent-test:{}", std::process::id());
     let context = build_context(&binary);
 
@@ -118,7 +76,7 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
         .ok()
         .filter(|output| output.status.success())
         .map(|_| {
-            podman.run(&[
+            podman.output(&[
                 "build",
                 "--isolation",
                 "chroot",
@@ -140,7 +98,7 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
     drop(build);
 
     // What the image is: the binary, nobody, the agent as entrypoint, nothing else.
-    let inspect = podman.run(&[
+    let inspect = podman.output(&[
         "image",
         "inspect",
         &image,
@@ -167,7 +125,7 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
     let control_plane = ControlPlane::start();
     let name = format!("miaas-agent-test-{}", std::process::id());
     let url = control_plane.url();
-    let run = podman.run(&[
+    let run = podman.output(&[
         "run",
         "--detach",
         "--name",
@@ -192,14 +150,8 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
             &format!("podman cannot run containers here:\n{}", text(&run)),
         );
     }
-    let beating = control_plane.wait_until(WAIT, |requests| {
-        heartbeats(requests)
-            .iter()
-            .filter(|r| r.status == 200)
-            .count()
-            >= 3
-    });
-    let logs = text(&podman.run(&["logs", &name]));
+    let beating = control_plane.wait_until(WAIT, |requests| count_heartbeats(requests, 200) >= 3);
+    let logs = text(&podman.output(&["logs", &name]));
     assert!(
         beating,
         "no heartbeats from the container; it logged:\n{logs}"
@@ -209,15 +161,15 @@ fn scratch_image_heartbeats_and_stops_with_exit_code_0() {
     // `podman stop` sends SIGTERM to PID 1, the agent, which must exit 0 at once (podman would
     // send SIGKILL after 10 s, giving exit code 137).
     let started = Instant::now();
-    let stop = podman.run(&["stop", "--time", "10", &name]);
+    let stop = podman.output(&["stop", "--time", "10", &name]);
     let took = started.elapsed();
     assert!(stop.status.success(), "{}", text(&stop));
-    let exit = podman.run(&["inspect", &name, "--format", "{{.State.ExitCode}}"]);
+    let exit = podman.output(&["inspect", &name, "--format", "{{.State.ExitCode}}"]);
     let exit_code = String::from_utf8_lossy(&exit.stdout).trim().to_string();
     eprintln!("podman stop took {took:?}, exit code {exit_code}");
-    assert_eq!(exit_code, "0", "{}", text(&podman.run(&["logs", &name])));
+    assert_eq!(exit_code, "0", "{}", text(&podman.output(&["logs", &name])));
     assert!(took < Duration::from_secs(2), "podman stop took {took:?}");
-    let logs = text(&podman.run(&["logs", &name]));
+    let logs = text(&podman.output(&["logs", &name]));
     assert!(logs.contains("Received SIGTERM, shutting down"), "{logs}");
 }
 
@@ -242,13 +194,7 @@ fn fallback(binary: &Path, why: &str) {
             ("NODE_NAME", "empty-root-node"),
         ],
     ));
-    let beating = control_plane.wait_until(WAIT, |requests| {
-        heartbeats(requests)
-            .iter()
-            .filter(|r| r.status == 200)
-            .count()
-            >= 3
-    });
+    let beating = control_plane.wait_until(WAIT, |requests| count_heartbeats(requests, 200) >= 3);
     assert!(
         beating,
         "no heartbeats; the agent said:\n{}",

@@ -7,12 +7,13 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::podman::{Podman, text};
 use support::{Agent, ControlPlane, WAIT, heartbeats, registrations};
 
 const VERSION_BODY: &str = r#"{"Platform":{"Name":"Docker Engine - Community"},"Components":[{"Name":"Engine","Version":"24.0.7","Details":{"ApiVersion":"1.43","Arch":"amd64","BuildTime":"2023-10-26T09:07:41.000000000+00:00","Experimental":"false","GitCommit":"311b9ff","GoVersion":"go1.20.10","KernelVersion":"6.1.0-13-amd64","MinAPIVersion":"1.12","Os":"linux"}}],"Version":"24.0.7","ApiVersion":"1.43","MinAPIVersion":"1.12","GitCommit":"311b9ff","GoVersion":"go1.20.10","Os":"linux","Arch":"amd64","KernelVersion":"6.1.0-13-amd64","BuildTime":"2023-10-26T09:07:41.000000000+00:00"}"#;
@@ -333,61 +334,23 @@ fn engine_socket_is_found_under_the_host_root() {
 // ---------------------------------------------------------------------------------------------
 // A real engine: podman's Docker-compatible API with one running container.
 
-/// podman with its own storage and state under a scratch directory, so the test touches no
-/// image, container or lock of the machine's own podman. vfs and chroot isolation need no kernel overlay or user namespaces.
-struct Podman {
-    dir: PathBuf,
-    service: Option<std::process::Child>,
-}
-
-impl Podman {
-    fn command(&self) -> Command {
-        let mut command = Command::new("podman");
-        command
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("runroot"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .stdin(Stdio::null());
-        command
+/// Runs a podman command; a failure panics with what podman said.
+#[track_caller]
+fn run(podman: &Podman, args: &[&str]) -> String {
+    let output = podman
+        .command()
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| no_podman(&format!("cannot run podman: {error}")));
+    if !output.status.success() {
+        no_podman(&format!(
+            "`podman {}` failed ({}):\n{}",
+            args.join(" "),
+            output.status,
+            text(&output)
+        ));
     }
-
-    /// Runs a podman command; a failure panics with what podman said.
-    #[track_caller]
-    fn run(&self, args: &[&str]) -> String {
-        let output = self
-            .command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|error| no_podman(&format!("cannot run podman: {error}")));
-        if !output.status.success() {
-            no_podman(&format!(
-                "`podman {}` failed ({}):\n{}{}",
-                args.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self
-            .command()
-            .args(["rm", "--force", "--time", "0", "--all"])
-            .output();
-        if let Some(mut service) = self.service.take() {
-            let _ = service.kill();
-            let _ = service.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// This machine cannot give the test a running podman container: say so loudly and fail, so
@@ -422,14 +385,17 @@ fn build_scratch_image(podman: &Podman) {
         .permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(context.join("busybox"), permissions).unwrap();
-    podman.run(&[
-        "build",
-        "--isolation",
-        "chroot",
-        "--tag",
-        "localhost/miaas-sleeper",
-        context.to_str().unwrap(),
-    ]);
+    run(
+        podman,
+        &[
+            "build",
+            "--isolation",
+            "chroot",
+            "--tag",
+            "localhost/miaas-sleeper",
+            context.to_str().unwrap(),
+        ],
+    );
 }
 
 /// A 64-bit ELF without a PT_INTERP program header needs no loader, so it runs in an empty image.
@@ -453,42 +419,43 @@ fn is_static_elf(elf: &[u8]) -> bool {
 #[test]
 fn podman_lists_its_running_container_and_reports_its_version() {
     let started = Instant::now();
-    let mut podman = Podman {
-        dir: std::env::temp_dir().join(format!("miaas-podman-{}", std::process::id())),
-        service: None,
-    };
-    let _ = std::fs::remove_dir_all(&podman.dir);
-    std::fs::create_dir_all(&podman.dir).unwrap();
-    let version = podman.run(&["version", "--format", "{{.Client.Version}}"]);
+    let mut podman = Podman::new("engine");
+    let version = run(&podman, &["version", "--format", "{{.Client.Version}}"]);
     let version = version.trim().to_string();
 
     build_scratch_image(&podman);
-    podman.run(&[
-        "run",
-        "--detach",
-        "--name",
-        "miaas-test-sleeper",
-        "--runtime",
-        "runc",
-        "--network",
-        "host",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "localhost/miaas-sleeper",
-    ]);
+    run(
+        &podman,
+        &[
+            "run",
+            "--detach",
+            "--name",
+            "miaas-test-sleeper",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "localhost/miaas-sleeper",
+        ],
+    );
     // A stopped container too: only running ones are listed.
-    podman.run(&[
-        "create",
-        "--name",
-        "miaas-test-stopped",
-        "--runtime",
-        "runc",
-        "--network",
-        "host",
-        "localhost/miaas-sleeper",
-    ]);
+    run(
+        &podman,
+        &[
+            "create",
+            "--name",
+            "miaas-test-stopped",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "localhost/miaas-sleeper",
+        ],
+    );
 
     let socket = podman.dir.join("podman.sock");
     podman.service = Some(
@@ -522,7 +489,7 @@ fn podman_lists_its_running_container_and_reports_its_version() {
     );
 
     // Stopped, the container leaves the list.
-    podman.run(&["stop", "--time", "0", "miaas-test-sleeper"]);
+    run(&podman, &["stop", "--time", "0", "miaas-test-sleeper"]);
     let mut listed_none = false;
     for _ in 0..20 {
         agent.expect_line("Heartbeat sent: ", WAIT);

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use empty_root::EmptyRoot;
-use support::{Agent, ControlPlane, WAIT, heartbeats, registrations};
+use support::{Agent, ControlPlane, WAIT, count_heartbeats, heartbeats, registrations};
 
 /// The binary named by `variable`, or `None` (with a loud line) outside CI.
 fn release_binary(variable: &str) -> Option<PathBuf> {
@@ -90,13 +90,7 @@ fn registers_and_heartbeats(binary: &Path, qemu: &str) {
         command.env(name, value);
     }
     let mut agent = Agent::spawn(command);
-    let enough = control_plane.wait_until(WAIT, |requests| {
-        heartbeats(requests)
-            .iter()
-            .filter(|r| r.status == 200)
-            .count()
-            >= 3
-    });
+    let enough = control_plane.wait_until(WAIT, |requests| count_heartbeats(requests, 200) >= 3);
     assert!(
         enough,
         "no 3 heartbeats; the agent said:\n{}",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod podman;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
