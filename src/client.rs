@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use ureq::http::Response;
+use ureq::http::{HeaderValue, Response};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
@@ -41,7 +41,8 @@ pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
 /// `Debug` does not show it.
 pub struct HeartbeatTarget {
     url: String,
-    authorization: String,
+    /// Checked and marked sensitive once, so neither work nor a debug print repeats per tick.
+    authorization: HeaderValue,
 }
 
 impl std::fmt::Debug for HeartbeatTarget {
@@ -136,7 +137,13 @@ impl ControlPlane {
     pub fn heartbeat_target(&self, registration: &Registration) -> HeartbeatTarget {
         HeartbeatTarget {
             url: self.url.endpoint(&registration.heartbeat_path()),
-            authorization: registration.token.bearer(),
+            authorization: {
+                // The token was checked to be visible ASCII when the registration was read.
+                let mut value =
+                    HeaderValue::from_str(&registration.token.bearer()).expect("a checked token");
+                value.set_sensitive(true);
+                value
+            },
         }
     }
 
@@ -159,7 +166,7 @@ impl ControlPlane {
         &self,
         url: &str,
         body: &str,
-        authorization: Option<&str>,
+        authorization: Option<&HeaderValue>,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, Failure> {
         let mut request = self
@@ -167,7 +174,7 @@ impl ControlPlane {
             .post(url)
             .header("content-type", "application/json");
         if let Some(authorization) = authorization {
-            request = request.header("authorization", authorization);
+            request = request.header("authorization", authorization.clone());
         }
         let (status, answer) = self.read_answer(request.send(body.as_bytes()))?;
         match status {
