@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -84,17 +84,9 @@ impl Drop for FakeEngine {
 
 fn serve(stream: UnixStream, answers: Answers, requests: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
+    let Some(head) = support::read_request_head(&mut reader) else {
+        return;
+    };
     let target = head.split(' ').nth(1).unwrap_or("").to_string();
     requests.lock().unwrap().push(head);
     let body = if target.ends_with("/containers/json") {
@@ -431,8 +423,6 @@ fn podman_lists_its_running_container_and_reports_its_version() {
             "--detach",
             "--name",
             "miaas-test-sleeper",
-            "--runtime",
-            "runc",
             "--network",
             "host",
             "--ulimit",
@@ -449,8 +439,6 @@ fn podman_lists_its_running_container_and_reports_its_version() {
             "create",
             "--name",
             "miaas-test-stopped",
-            "--runtime",
-            "runc",
             "--network",
             "host",
             "localhost/miaas-sleeper",

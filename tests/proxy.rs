@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -43,17 +43,9 @@ impl ConnectProxy {
 
 fn tunnel(client: TcpStream, recorded: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
+    let Some(head) = support::read_request_head(&mut reader) else {
+        return;
+    };
     recorded.lock().unwrap().push(head.clone());
     let mut client = client;
     let Some(target) = head

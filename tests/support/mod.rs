@@ -158,6 +158,22 @@ impl Drop for Agent {
     }
 }
 
+/// Reads an HTTP request head (request line and headers) up to its blank line; `None` if the
+/// peer hung up first. What follows the head stays in `reader`.
+pub fn read_request_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
 /// A port on 127.0.0.1 that nothing listens on (just now).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
