@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    miaas_agent::main()
+    miaas_agent::program::main()
 }

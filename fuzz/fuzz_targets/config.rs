@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use miaas_agent::config::{Invocation, parse};
-use miaas_agent::control_plane_url::ControlPlaneUrl;
+use miaas_agent::config::ControlPlaneUrl;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

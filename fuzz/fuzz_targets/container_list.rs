@@ -1,9 +1,9 @@
-//! The engine's `containers/json` answer (`probe::containers`): any text gives an error or names
+//! The engine's `containers/json` answer (`engine::containers`): any text gives an error or names
 //! fit for a heartbeat: non-empty, without Docker's leading `/`, and without control characters.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::probe::fuzzing::running_names;
+use miaas_agent::engine::fuzzing::running_names;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::control_plane_url::{ControlPlaneUrl, Scheme};
+use miaas_agent::config::{ControlPlaneUrl, Scheme};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,10 +1,10 @@
-//! The container engine's HTTP answer over its unix socket (`probe::engine_http`): whatever the
+//! The container engine's HTTP answer over its unix socket (`engine::http`): whatever the
 //! bytes, the parse ends with an error, a need for more, or a body within the cap, and never
 //! panics. The first byte says whether the engine has closed the connection.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::probe::fuzzing::engine_answer;
+use miaas_agent::engine::fuzzing::engine_answer;
 
 const CAP: usize = 4096;
 

@@ -1,4 +1,4 @@
-//! GPU detection from /sys and the NVIDIA driver's /proc text (`probe::gpus`): the fuzzed bytes
+//! GPU detection from /sys and the NVIDIA driver's /proc text (`node::gpus`): the fuzzed bytes
 //! become the files of one DRM card and one NVIDIA `information` file in a scratch tree, read by
 //! the real detector. Whatever they say, every GPU it reports has a PCI bus id and a vendor.
 #![no_main]
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::probe::fuzzing::gpus;
+use miaas_agent::node::fuzzing::gpus;
 
 const BUS: &str = "0000:01:00.0";
 

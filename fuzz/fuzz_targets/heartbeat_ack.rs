@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::protocol::parse_heartbeat_ack;
+use miaas_agent::control_plane::protocol::parse_heartbeat_ack;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else {

@@ -1,10 +1,10 @@
-//! /proc/meminfo (`probe::Memory::parse`): any text gives either nothing or a total in MiB that
+//! /proc/meminfo (`node::Memory::parse`): any text gives either nothing or a total in MiB that
 //! is the KiB total / 1024 and a used percent that is a finite number from 0 to 100, whatever the
 //! values (u64::MAX included).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::probe::Memory;
+use miaas_agent::node::Memory;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,4 +1,4 @@
-//! /proc/stat (`probe::CpuTimes::parse`, `probe::count_online`): any text gives a CPU count no
+//! /proc/stat (`node::CpuTimes::parse`, `node::count_online`): any text gives a CPU count no
 //! larger than its line count, and the busy percent between any two samples is a finite number
 //! from 0 to 100, whatever the counters do (wrap, go backwards, reach u64::MAX).
 //!
@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::probe::{CpuTimes, count_online};
+use miaas_agent::node::{CpuTimes, count_online};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

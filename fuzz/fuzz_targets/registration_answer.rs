@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::protocol::{Registration, parse_registration};
+use miaas_agent::control_plane::protocol::{Registration, parse_registration};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else {

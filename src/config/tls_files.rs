@@ -105,37 +105,3 @@ fn private_key(path: &Path) -> Result<PrivateKey<'static>, String> {
     }
     Err("has no PEM private key (PKCS#8, PKCS#1 or SEC1)".into())
 }
-
-/// A TLS failure in an operator's words, if `error` is one.
-pub fn describe(error: &ureq::Error) -> Option<String> {
-    use rustls::{AlertDescription, CertificateError, Error as TlsError};
-    let tls_error = match error {
-        ureq::Error::Rustls(error) => error,
-        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<TlsError>()?,
-        _ => return None,
-    };
-    let what = match tls_error {
-        TlsError::InvalidCertificate(reason) => match reason {
-            CertificateError::UnknownIssuer => {
-                "the control plane's certificate is not signed by a trusted CA (unknown issuer); set CA_CERT to its CA".into()
-            }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "the control plane's certificate is not valid for the host name in CONTROL_PLANE_URL (wrong host name)".into()
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "the control plane's certificate has expired".into()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "the control plane's certificate is not valid yet (is this node's clock right?)".into()
-            }
-            other => format!("the control plane's certificate was refused: {other:?}"),
-        },
-        TlsError::AlertReceived(AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure) => {
-            format!(
-                "the control plane ended the handshake ({tls_error}); a control plane that requires a client certificate does this: set CLIENT_CERT and CLIENT_KEY"
-            )
-        }
-        other => format!("{other}"),
-    };
-    Some(format!("TLS: {what}"))
-}

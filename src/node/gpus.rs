@@ -8,7 +8,8 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
 
-use crate::protocol::{Gpu, printable};
+use super::Gpu;
+use crate::text::printable;
 
 /// More entries than any machine has; a bound on the walk, not a limit in practice.
 const ENTRY_LIMIT: usize = 256;

@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use crate::control_plane_url::{ControlPlaneUrl, Scheme};
+use super::control_plane_url::{ControlPlaneUrl, Scheme};
 
 /// The chosen proxy: its URL, and where it came from for error lines.
 #[derive(Clone, Debug, PartialEq, Eq)]

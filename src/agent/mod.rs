@@ -4,13 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backoff::Backoff;
-use crate::client::{ControlPlane, Failure};
+mod backoff;
+pub mod signals;
+mod ticks;
+
+use miniserde::Serialize;
+
 use crate::config::Config;
+use crate::control_plane::protocol::{RegisterRequest, Registration};
+use crate::control_plane::{ControlPlane, Failure};
 use crate::log::{self, Level, Value};
-use crate::probe::{self, Sampler};
-use crate::protocol::{RegisterRequest, Registration, round_tenth};
-use crate::ticks::Ticks;
+use crate::node::{self, Capabilities, HeartbeatPayload, Sampler, round_tenth};
+use backoff::Backoff;
+use ticks::Ticks;
 
 /// Heartbeats that may fail in a row before the agent registers again.
 const FAILURES_BEFORE_REREGISTERING: u32 = 3;
@@ -24,7 +30,7 @@ enum Lost {
 }
 
 pub fn run(config: &Config) -> ! {
-    probe::warn_if_container_view(&config.host);
+    node::warn_if_container_view(&config.host);
     let client = ControlPlane::new(config);
     let mut sampler = Sampler::new(config.host.clone());
     let mut backoff = Backoff::new(config.heartbeat_interval);
@@ -73,7 +79,7 @@ fn register(
         attempt += 1;
     }
     let capabilities = loop {
-        match probe::detect(&config.host) {
+        match node::detect(&config.host) {
             Ok(capabilities) => break capabilities,
             Err(error) => {
                 error!(
@@ -125,9 +131,8 @@ fn register(
 fn node_ip(config: &Config) -> std::io::Result<String> {
     match config.node_ip {
         Some(ip) => Ok(ip.to_string()),
-        None => {
-            crate::net::local_address_towards(&config.control_plane_url).map(|ip| ip.to_string())
-        }
+        None => crate::control_plane::local_address_towards(&config.control_plane_url)
+            .map(|ip| ip.to_string()),
     }
 }
 
@@ -189,7 +194,7 @@ fn heartbeat_until_lost(
 }
 
 /// `Heartbeat sent: CPU 15.2%, Mem 45.3%, Disk 450000 MB free`, as operators grep for it.
-fn log_heartbeat(payload: &crate::protocol::HeartbeatPayload) {
+fn log_heartbeat(payload: &HeartbeatPayload) {
     if !log::enabled(Level::Info) {
         return;
     }
@@ -224,13 +229,22 @@ fn log_heartbeat(payload: &crate::protocol::HeartbeatPayload) {
     );
 }
 
+/// What `--once` prints: the registration's and one heartbeat's content.
+#[derive(Serialize, Debug)]
+pub struct Snapshot {
+    pub name: String,
+    pub agent_version: String,
+    pub capabilities: Capabilities,
+    pub heartbeat: HeartbeatPayload,
+}
+
 /// Used by `--once`: one sample over a short window.
-pub fn snapshot(config: &Config) -> std::io::Result<crate::protocol::Snapshot> {
-    let capabilities = probe::detect(&config.host)?;
+pub fn snapshot(config: &Config) -> std::io::Result<Snapshot> {
+    let capabilities = node::detect(&config.host)?;
     let mut sampler = Sampler::new(config.host.clone());
     sampler.restart();
     std::thread::sleep(Duration::from_millis(200));
-    Ok(crate::protocol::Snapshot {
+    Ok(Snapshot {
         name: config.node_name.clone(),
         agent_version: crate::VERSION.to_string(),
         capabilities,

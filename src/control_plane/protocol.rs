@@ -1,11 +1,12 @@
 //! The control plane's wire format, in one place (see ../shared/protocol.md): what the agent
 //! sends, what it accepts back, and the checks that make an answer safe to use.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use miniserde::ser::{Fragment, Map};
 use miniserde::{Deserialize, Serialize, json};
+
+use crate::node::Capabilities;
+use crate::text::printable;
 
 /// `POST /api/v1/nodes/register` body.
 #[derive(Serialize, Debug)]
@@ -15,105 +16,6 @@ pub struct RegisterRequest {
     pub capabilities: Capabilities,
     /// Not read by today's control plane (it drops unknown fields); the platform's design has it.
     pub agent_version: String,
-}
-
-/// What the node has. `disk_mb` is null when the disk could not be read. `docker` is one of
-/// the optional fields of ../shared/protocol.md.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Capabilities {
-    pub os: String,
-    pub cpu_count: u32,
-    pub mem_mb: u64,
-    pub disk_mb: Option<u64>,
-    pub gpus: Vec<Gpu>,
-    pub docker: Docker,
-}
-
-/// The node's container engine, `{"available": false, "version": null}` when none answers.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Docker {
-    pub available: bool,
-    /// The engine's `Version` (Docker's, or podman's for its Docker-compatible API).
-    pub version: Option<String>,
-}
-
-/// One GPU of the node.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct Gpu {
-    /// PCI bus id, e.g. `0000:01:00.0`.
-    pub id: String,
-    /// `nvidia`, `amd`, `intel`, or the PCI vendor id (`0x1234`).
-    pub vendor: String,
-    pub model: Option<String>,
-    pub mem_mb: Option<u64>,
-}
-
-/// `POST /api/v1/nodes/{node_id}/heartbeat` body. A figure the agent could not read is left
-/// out of the JSON rather than sent as a number it did not measure.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeartbeatPayload {
-    pub cpu_usage: Option<f64>,
-    pub mem_usage: Option<f64>,
-    pub disk_free_mb: Option<u64>,
-    pub running_containers: Vec<String>,
-}
-
-impl Serialize for HeartbeatPayload {
-    fn begin(&self) -> Fragment<'_> {
-        Fragment::Map(Box::new(HeartbeatFields {
-            payload: self,
-            cpu_usage: self.cpu_usage.map(round_tenth),
-            mem_usage: self.mem_usage.map(round_tenth),
-            next: 0,
-        }))
-    }
-}
-
-/// Percentages go out rounded to 0.1, as they are logged; the definitions allow it.
-pub fn round_tenth(percent: f64) -> f64 {
-    (percent * 10.0).round() / 10.0
-}
-
-struct HeartbeatFields<'a> {
-    payload: &'a HeartbeatPayload,
-    cpu_usage: Option<f64>,
-    mem_usage: Option<f64>,
-    next: usize,
-}
-
-impl Map for HeartbeatFields<'_> {
-    fn next(&mut self) -> Option<(Cow<'_, str>, &dyn Serialize)> {
-        loop {
-            let field = self.next;
-            self.next += 1;
-            let entry: (&'static str, &dyn Serialize) = match field {
-                0 => match &self.cpu_usage {
-                    Some(value) => ("cpu_usage", value),
-                    None => continue,
-                },
-                1 => match &self.mem_usage {
-                    Some(value) => ("mem_usage", value),
-                    None => continue,
-                },
-                2 => match &self.payload.disk_free_mb {
-                    Some(value) => ("disk_free_mb", value),
-                    None => continue,
-                },
-                3 => ("running_containers", &self.payload.running_containers),
-                _ => return None,
-            };
-            return Some((Cow::Borrowed(entry.0), entry.1));
-        }
-    }
-}
-
-/// What `--once` prints: the registration's and one heartbeat's content.
-#[derive(Serialize, Debug)]
-pub struct Snapshot {
-    pub name: String,
-    pub agent_version: String,
-    pub capabilities: Capabilities,
-    pub heartbeat: HeartbeatPayload,
 }
 
 /// The node token: sent only in the `Authorization` header, never shown. Its `Debug` and
@@ -221,37 +123,9 @@ pub fn error_detail(body: &str, limit: usize) -> Option<String> {
     Some(printable(&text, limit))
 }
 
-/// Text from the network made safe for a log line: control characters (a forged newline) become
-/// spaces, and it is cut to `limit` characters.
-pub fn printable(text: &str, limit: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(limit)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(limit).is_some() {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heartbeat_leaves_out_what_was_not_read() {
-        let payload = HeartbeatPayload {
-            cpu_usage: Some(25.46),
-            mem_usage: None,
-            disk_free_mb: Some(450_000),
-            running_containers: vec!["web".into()],
-        };
-        assert_eq!(
-            json::to_string(&payload),
-            r#"{"cpu_usage":25.5,"disk_free_mb":450000,"running_containers":["web"]}"#
-        );
-    }
 
     #[test]
     fn registration_answer_is_checked() {

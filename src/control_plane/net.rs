@@ -8,7 +8,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
-use crate::control_plane_url::ControlPlaneUrl;
+use crate::config::ControlPlaneUrl;
 
 /// The addresses of `host`, a name or an IP literal (IPv6 with or without brackets).
 pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

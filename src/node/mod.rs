@@ -2,69 +2,31 @@
 //! engine's socket alone: /proc, /sys, statvfs, uname and the Docker Engine API. One module per
 //! source; this one ties them into the registration's capabilities and the heartbeat's sample.
 
-mod containers;
 mod cpu;
 mod disk;
-mod engine_http;
 mod gpus;
 mod memory;
+mod report;
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 pub use cpu::{CpuTimes, count_online};
 
-/// The parsers of the container engine's answers, for the fuzz targets (cargo fuzz builds with
-/// `--cfg fuzzing`); the agent itself reaches them through `Sampler` and `detect`.
+/// The sysfs GPU reader, for the fuzz targets (cargo fuzz builds with `--cfg fuzzing`); the
+/// agent itself reaches it through `detect`.
 #[cfg(fuzzing)]
 pub mod fuzzing {
-    pub use super::containers::running_names;
-    pub use super::engine_http::parse as engine_answer;
     pub use super::gpus::detect as gpus;
 }
 pub use disk::DiskSpace;
 pub use memory::Memory;
+pub use report::{Capabilities, Gpu, HeartbeatPayload, round_tenth};
 
-use crate::protocol::{Capabilities, HeartbeatPayload};
-
-/// Where the node's files are seen from this process. In a container the node's /proc, /sys and
-/// / are mounted somewhere (e.g. under /host) and these point there.
-#[derive(Clone, Debug)]
-pub struct HostPaths {
-    pub proc: PathBuf,
-    pub sys: PathBuf,
-    pub root: PathBuf,
-    /// The filesystem to report, as a path on the node.
-    pub disk: PathBuf,
-    /// Whether any of proc, sys or root was set rather than defaulted.
-    pub given: bool,
-    /// The container engine's socket as this process reaches it (`DOCKER_HOST`); `None` means
-    /// the first well-known socket that exists.
-    pub docker_host: Option<PathBuf>,
-}
-
-impl HostPaths {
-    /// The process's own view: /proc, /sys, / and the root filesystem.
-    pub fn local() -> HostPaths {
-        HostPaths {
-            proc: PathBuf::from("/proc"),
-            sys: PathBuf::from("/sys"),
-            root: PathBuf::from("/"),
-            disk: PathBuf::from("/"),
-            given: false,
-            docker_host: None,
-        }
-    }
-
-    /// The disk path as this process reaches it: `root` + `disk`.
-    pub fn disk_on_this_machine(&self) -> PathBuf {
-        self.root
-            .join(self.disk.strip_prefix("/").unwrap_or(&self.disk))
-    }
-}
+use crate::config::HostPaths;
+use crate::engine::{self, Engine};
 
 /// Reads what the node has, for registration. CPU count and memory are required by the
 /// control plane, so failing to read them is an error; the disk size is optional and becomes
@@ -93,7 +55,7 @@ pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
         mem_mb: memory.total_mb(),
         disk_mb,
         gpus: gpus::detect(&host.sys, &host.proc),
-        docker: containers::describe(containers::find_socket(host).as_deref()),
+        docker: engine::describe(engine::find_socket(host).as_deref()),
     })
 }
 
@@ -150,34 +112,16 @@ pub struct Sampler {
     engine: Engine,
 }
 
-/// The container engine as heartbeats see it: its socket, looked for again while there is none
-/// or it fails (an engine may start or move after the agent), and whether it failed last time,
-/// so that an engine that is down is logged when it goes and comes back, not every heartbeat.
-struct Engine {
-    socket: Option<PathBuf>,
-    failing: bool,
-    /// When the sockets were last looked for: a node without an engine looks again every
-    /// `ENGINE_SEARCH_PERIOD`, not every heartbeat.
-    searched: Option<Instant>,
-}
-
-/// How often a node with no container engine looks again for one that may have started.
-const ENGINE_SEARCH_PERIOD: Duration = Duration::from_secs(10);
-
 impl Sampler {
     /// A sampler with no baseline yet: call `restart` before the first sample.
     pub fn new(host: HostPaths) -> Sampler {
         Sampler {
+            engine: Engine::new(host.clone()),
             stat: ProcFile::new(host.proc.join("stat")),
             meminfo: ProcFile::new(host.proc.join("meminfo")),
             host,
             previous: None,
             buffer: vec![0; MEMINFO_LIMIT],
-            engine: Engine {
-                socket: None,
-                failing: false,
-                searched: None,
-            },
         }
     }
 
@@ -185,8 +129,7 @@ impl Sampler {
     /// container engine's socket.
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
-        self.engine.socket = containers::find_socket(&self.host);
-        self.engine.searched = Some(Instant::now());
+        self.engine.search();
     }
 
     /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
@@ -226,43 +169,7 @@ impl Sampler {
             cpu_usage,
             mem_usage,
             disk_free_mb,
-            running_containers: self.running_containers(),
-        }
-    }
-
-    /// One short exchange with the engine; `[]` when there is none or it does not answer.
-    fn running_containers(&mut self) -> Vec<String> {
-        let engine = &mut self.engine;
-        let search_due = engine
-            .searched
-            .is_none_or(|searched| searched.elapsed() >= ENGINE_SEARCH_PERIOD);
-        if engine.failing || (engine.socket.is_none() && search_due) {
-            engine.socket = containers::find_socket(&self.host);
-            engine.searched = Some(Instant::now());
-        }
-        let Some(socket) = &engine.socket else {
-            return Vec::new();
-        };
-        match containers::running(socket) {
-            Ok(names) => {
-                if engine.failing {
-                    crate::info!("The container engine at {} answers again", socket.display());
-                    engine.failing = false;
-                }
-                names
-            }
-            Err(error) => {
-                if engine.failing {
-                    crate::debug!("Cannot list containers at {}: {error}", socket.display());
-                } else {
-                    crate::warn!(
-                        "Cannot list containers at {}: {error}; reporting none until it answers",
-                        socket.display()
-                    );
-                    engine.failing = true;
-                }
-                Vec::new()
-            }
+            running_containers: self.engine.running_containers(),
         }
     }
 

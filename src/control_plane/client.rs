@@ -9,13 +9,10 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
-use crate::config::Config;
-use crate::control_plane_url::ControlPlaneUrl;
-use crate::protocol::{self, HeartbeatPayload, RegisterRequest, Registration};
-use crate::transport::OneWritePerRequest;
-
-/// Whether this build can speak HTTPS.
-pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
+use super::protocol::{self, RegisterRequest, Registration};
+use super::transport::OneWritePerRequest;
+use crate::config::{Config, ControlPlaneUrl, Scheme};
+use crate::node::HeartbeatPayload;
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,7 +26,7 @@ const DETAIL_LIMIT: usize = 500;
 /// The start-up warning owed when the token would cross a network in clear text: plain
 /// `http://` to anything but this machine's loopback.
 pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
-    (url.scheme() == crate::control_plane_url::Scheme::Http && !url.is_loopback()).then(|| {
+    (url.scheme() == Scheme::Http && !url.is_loopback()).then(|| {
         format!(
             "CONTROL_PLANE_URL is plain http://: the node token crosses the network to {} unencrypted; use https:// unless this network is trusted",
             url.host()
@@ -113,8 +110,7 @@ impl ControlPlane {
             ),
             url: url.clone(),
             register_url: url.endpoint("/api/v1/nodes/register"),
-            hint_client_cert: url.scheme() == crate::control_plane_url::Scheme::Https
-                && !settings.has_client_cert(),
+            hint_client_cert: url.scheme() == Scheme::Https && !settings.has_client_cert(),
         }
     }
 
@@ -237,7 +233,7 @@ fn classify(status: u16, answer: &str) -> Failure {
 /// ureq's errors in an operator's words.
 fn describe(error: &ureq::Error) -> String {
     #[cfg(feature = "tls")]
-    if let Some(tls) = crate::tls::describe(error) {
+    if let Some(tls) = super::tls_errors::describe(error) {
         return tls;
     }
     match error {
@@ -268,11 +264,11 @@ fn describe(error: &ureq::Error) -> String {
             }
             _ => error.to_string(),
         },
-        other => protocol::printable(&other.to_string(), DETAIL_LIMIT),
+        other => crate::text::printable(&other.to_string(), DETAIL_LIMIT),
     }
 }
 
-/// Resolves on the calling thread; see [`crate::net::resolve`].
+/// Resolves on the calling thread; see [`super::net::resolve`].
 #[derive(Debug)]
 struct InlineResolver;
 
@@ -290,7 +286,7 @@ impl Resolver for InlineResolver {
             None => 80,
         };
         let mut addresses = self.empty();
-        let resolved = crate::net::resolve(host, port).map_err(|_| ureq::Error::HostNotFound)?;
+        let resolved = super::net::resolve(host, port).map_err(|_| ureq::Error::HostNotFound)?;
         // ureq keeps at most 16 addresses.
         for address in resolved.into_iter().take(16) {
             addresses.push(address);

@@ -8,9 +8,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -63,7 +60,7 @@ pub fn get(socket: &Path, target: &str, timeout: Duration) -> Result<Vec<u8>, Er
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut(timeout),
         _ => Error::Io(error),
     };
-    let mut stream = connect(socket).map_err(Error::Connect)?;
+    let mut stream = super::socket::connect(socket).map_err(Error::Connect)?;
     stream
         .set_write_timeout(Some(remaining()?))
         .map_err(Error::Io)?;
@@ -98,56 +95,6 @@ pub fn get(socket: &Path, target: &str, timeout: Duration) -> Result<Vec<u8>, Er
             None => {}
         }
     }
-}
-
-/// Connects without blocking. std's `UnixStream::connect` waits, without any timeout, while
-/// the engine's listen queue is full, which is what an engine that stopped accepting (a
-/// stopped or deadlocked daemon) looks like after a hundred heartbeats; a non-blocking connect
-/// fails at once with EAGAIN instead.
-fn connect(path: &Path) -> io::Result<UnixStream> {
-    use nix::libc;
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data; all zeros is a valid (empty) value.
-    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= address.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the socket path is longer than 107 bytes",
-        ));
-    }
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
-        *slot = *byte as libc::c_char;
-    }
-    let length = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: socket(2) takes no pointers; a non-negative result is a new descriptor we own.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: address is a valid sockaddr_un and length does not exceed its size.
-    let connected = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            (&address as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            length as libc::socklen_t,
-        )
-    };
-    if connected < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let stream = UnixStream::from(socket);
-    // Reads and writes block with timeouts from here on.
-    stream.set_nonblocking(false)?;
-    Ok(stream)
 }
 
 /// The body, once `received` holds a whole 2xx answer; `None` while more is needed. `ended`

@@ -1,25 +1,15 @@
-//! The node's container engine through the Docker Engine API on its unix socket: its version
-//! for the registration (`capabilities.docker`), the running containers' names for each
-//! heartbeat (`running_containers`). Docker and podman (`podman system service`) both serve it.
+//! The two questions the node report asks the engine: its version, for the registration
+//! (`capabilities.docker`), and the running containers' names, for each heartbeat
+//! (`running_containers`).
 
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use miniserde::{Deserialize, json};
 
-use super::HostPaths;
-use super::engine_http;
-use crate::protocol::{Docker, printable};
-
-/// Where engines put their socket, as paths on the node: Docker's (/var/run is a link to /run
-/// on current systems, and an absolute link does not resolve under a mounted host root, so
-/// both are looked at) and rootful podman's. Rootless podman's is under $XDG_RUNTIME_DIR.
-const WELL_KNOWN_SOCKETS: [&str; 3] = [
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/podman/podman.sock",
-];
+use super::Docker;
+use super::http as engine_http;
+use crate::text::printable;
 
 /// The API version asked for: Docker 20.10's, which every current Docker and podman 3+ serve.
 const CONTAINERS_PATH: &str = "/v1.41/containers/json";
@@ -35,31 +25,6 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest container name and version string passed on; Docker's names are far shorter.
 const NAME_LIMIT: usize = 255;
 const VERSION_LIMIT: usize = 64;
-
-/// The engine's socket: `DOCKER_HOST` if given (even while it does not exist: the engine may
-/// start later), else the first well-known socket that exists, first on the node (under the
-/// host root), then as this process sees it (a socket mounted into the agent's container).
-pub fn find_socket(host: &HostPaths) -> Option<PathBuf> {
-    if let Some(given) = &host.docker_host {
-        return Some(given.clone());
-    }
-    let mut on_the_node: Vec<PathBuf> = WELL_KNOWN_SOCKETS.iter().map(PathBuf::from).collect();
-    if let Some(runtime_dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
-        && runtime_dir.is_absolute()
-    {
-        on_the_node.push(runtime_dir.join("podman/podman.sock"));
-    }
-    let under_root = on_the_node.iter().map(|path| {
-        host.root
-            .join(path.strip_prefix("/").expect("absolute paths"))
-    });
-    let here = on_the_node.iter().filter(|_| host.root != Path::new("/"));
-    under_root.chain(here.cloned()).find(|path| is_socket(path))
-}
-
-fn is_socket(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket())
-}
 
 /// `capabilities.docker`: available with its version when the engine answers `GET /version`.
 pub fn describe(socket: Option<&Path>) -> Docker {

@@ -9,10 +9,22 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::control_plane_url::{ControlPlaneUrl, Scheme};
+mod control_plane_url;
+mod host_paths;
+mod proxy;
+#[cfg(feature = "tls")]
+mod tls_files;
+
+pub use control_plane_url::{ControlPlaneUrl, Scheme};
+pub use host_paths::HostPaths;
+pub use proxy::ProxyChoice;
+#[cfg(feature = "tls")]
+pub use tls_files::TlsFiles;
+
 use crate::log::{Format, Level};
-use crate::probe::HostPaths;
-use crate::proxy::{self, ProxyChoice};
+
+/// Whether this build can speak HTTPS.
+pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
 
 /// Everything the agent was told to do.
 #[derive(Clone, Debug)]
@@ -38,7 +50,7 @@ pub struct Config {
     /// Roots to trust (`CA_CERT`, replacing Mozilla's) and the client certificate for mutual TLS
     /// (`CLIENT_CERT`, `CLIENT_KEY`). Default: Mozilla's roots, no client certificate.
     #[cfg(feature = "tls")]
-    pub tls: crate::tls::TlsFiles,
+    pub tls: tls_files::TlsFiles,
     /// The proxy to the control plane, chosen from `https_proxy`, `http_proxy`, `all_proxy` and
     /// `no_proxy` as curl chooses. Default: none.
     pub proxy: Option<ProxyChoice>,
@@ -226,7 +238,7 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         None => ControlPlaneUrl::parse("http://localhost:8080").expect("the default URL parses"),
         Some(raw) => {
             let url = ControlPlaneUrl::parse(&raw.value).map_err(|reason| invalid(&raw, reason))?;
-            if url.scheme() == Scheme::Https && !crate::client::HTTPS_SUPPORTED {
+            if url.scheme() == Scheme::Https && !HTTPS_SUPPORTED {
                 return Err(invalid(
                     &raw,
                     "https:// needs an agent built with the `tls` feature",
@@ -307,16 +319,16 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     #[cfg(feature = "tls")]
     let tls = {
         let path = |raw: &Option<Raw>| raw.as_ref().map(|raw| PathBuf::from(&raw.value));
-        crate::tls::TlsFiles::load(
+        tls_files::TlsFiles::load(
             path(&ca_cert).as_deref(),
             path(&client_cert).as_deref(),
             path(&client_key).as_deref(),
         )
         .map_err(|(setting, reason)| {
             let (raw, name) = match setting {
-                crate::tls::Setting::CaCert => (&ca_cert, "CA_CERT"),
-                crate::tls::Setting::ClientCert => (&client_cert, "CLIENT_CERT"),
-                crate::tls::Setting::ClientKey => (&client_key, "CLIENT_KEY"),
+                tls_files::Setting::CaCert => (&ca_cert, "CA_CERT"),
+                tls_files::Setting::ClientCert => (&client_cert, "CLIENT_CERT"),
+                tls_files::Setting::ClientKey => (&client_key, "CLIENT_KEY"),
             };
             match raw {
                 Some(raw) => invalid(raw, reason),
@@ -333,7 +345,7 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         .map_err(|reason| ConfigError(format!("invalid {reason}")))?;
     if let Some(choice) = &proxy
         && choice.url.starts_with("https://")
-        && !crate::client::HTTPS_SUPPORTED
+        && !HTTPS_SUPPORTED
     {
         return Err(ConfigError(format!(
             "invalid {}: an https:// proxy needs an agent built with the `tls` feature",

@@ -1,0 +1,111 @@
+//! What the node reports: its capabilities at registration and its figures in each heartbeat,
+//! in the shape the control plane reads (see ../shared/protocol.md).
+
+use std::borrow::Cow;
+
+use miniserde::Serialize;
+use miniserde::ser::{Fragment, Map};
+
+use crate::engine::Docker;
+
+/// What the node has. `disk_mb` is null when the disk could not be read. `docker` is one of
+/// the optional fields of ../shared/protocol.md.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Capabilities {
+    pub os: String,
+    pub cpu_count: u32,
+    pub mem_mb: u64,
+    pub disk_mb: Option<u64>,
+    pub gpus: Vec<Gpu>,
+    pub docker: Docker,
+}
+
+/// One GPU of the node.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Gpu {
+    /// PCI bus id, e.g. `0000:01:00.0`.
+    pub id: String,
+    /// `nvidia`, `amd`, `intel`, or the PCI vendor id (`0x1234`).
+    pub vendor: String,
+    pub model: Option<String>,
+    pub mem_mb: Option<u64>,
+}
+
+/// `POST /api/v1/nodes/{node_id}/heartbeat` body. A figure the agent could not read is left
+/// out of the JSON rather than sent as a number it did not measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatPayload {
+    pub cpu_usage: Option<f64>,
+    pub mem_usage: Option<f64>,
+    pub disk_free_mb: Option<u64>,
+    pub running_containers: Vec<String>,
+}
+
+impl Serialize for HeartbeatPayload {
+    fn begin(&self) -> Fragment<'_> {
+        Fragment::Map(Box::new(HeartbeatFields {
+            payload: self,
+            cpu_usage: self.cpu_usage.map(round_tenth),
+            mem_usage: self.mem_usage.map(round_tenth),
+            next: 0,
+        }))
+    }
+}
+
+/// Percentages go out rounded to 0.1, as they are logged; the definitions allow it.
+pub fn round_tenth(percent: f64) -> f64 {
+    (percent * 10.0).round() / 10.0
+}
+
+struct HeartbeatFields<'a> {
+    payload: &'a HeartbeatPayload,
+    cpu_usage: Option<f64>,
+    mem_usage: Option<f64>,
+    next: usize,
+}
+
+impl Map for HeartbeatFields<'_> {
+    fn next(&mut self) -> Option<(Cow<'_, str>, &dyn Serialize)> {
+        loop {
+            let field = self.next;
+            self.next += 1;
+            let entry: (&'static str, &dyn Serialize) = match field {
+                0 => match &self.cpu_usage {
+                    Some(value) => ("cpu_usage", value),
+                    None => continue,
+                },
+                1 => match &self.mem_usage {
+                    Some(value) => ("mem_usage", value),
+                    None => continue,
+                },
+                2 => match &self.payload.disk_free_mb {
+                    Some(value) => ("disk_free_mb", value),
+                    None => continue,
+                },
+                3 => ("running_containers", &self.payload.running_containers),
+                _ => return None,
+            };
+            return Some((Cow::Borrowed(entry.0), entry.1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miniserde::json;
+
+    #[test]
+    fn heartbeat_leaves_out_what_was_not_read() {
+        let payload = HeartbeatPayload {
+            cpu_usage: Some(25.46),
+            mem_usage: None,
+            disk_free_mb: Some(450_000),
+            running_containers: vec!["web".into()],
+        };
+        assert_eq!(
+            json::to_string(&payload),
+            r#"{"cpu_usage":25.5,"disk_free_mb":450000,"running_containers":["web"]}"#
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! The program: reads the settings, then runs the agent, or answers `--once`, `--help` or
+//! `--version`. `main.rs` calls it.
+
+use std::process::ExitCode;
+
+use crate::agent::{self, signals};
+use crate::config::{self, Invocation};
+use crate::control_plane;
+use crate::log;
+
+/// Exit code for a setting that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+/// `--once`: the snapshot as one JSON document on stdout.
+fn once(config: &config::Config) -> ExitCode {
+    match agent::snapshot(config) {
+        Ok(snapshot) => {
+            println!("{}", miniserde::json::to_string(&snapshot));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("miaas-agent: cannot read the node: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says once, at start-up, how the token will travel.
+fn warn_about_transport(config: &config::Config) {
+    if let Some(warning) = control_plane::cleartext_warning(&config.control_plane_url) {
+        warn!("{warning}");
+    }
+    if let Some(proxy) = &config.proxy {
+        info!(
+            "Reaching the control plane through the proxy {} (from {})",
+            proxy.display(),
+            proxy.variable
+        );
+    }
+}
+
+/// The whole program: reads the settings, then runs the agent (which only a signal ends), or
+/// answers `--once`, `--help` or `--version`.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let invocation = match config::parse(&args, &|name| std::env::var(name).ok()) {
+        Ok(invocation) => invocation,
+        Err(error) => {
+            eprintln!("miaas-agent: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match invocation {
+        Invocation::Print(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Invocation::Once(config) => {
+            log::init(config.log_level, config.log_format);
+            log::to_stderr();
+            once(&config)
+        }
+        Invocation::Run(config) => {
+            log::init(config.log_level, config.log_format);
+            if let Err(error) = signals::exit_on_termination() {
+                error!("Cannot handle SIGTERM and SIGINT: {error}");
+            }
+            info!("Starting MIaaS agent...");
+            warn_about_transport(&config);
+            debug!(
+                "miaas-agent {}: control plane {}, node name {:?}, host paths {:?}",
+                crate::VERSION,
+                config.control_plane_url,
+                config.node_name,
+                config.host
+            );
+            agent::run(&config)
+        }
+    }
+}
