@@ -71,9 +71,15 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
 #[derive(Debug)]
 enum Ty {
     Str,
+    /// `constr(min_length=.., max_length=..)`, lengths in characters.
+    BoundedStr(usize, usize),
+    /// `Literal[...]` of strings.
+    Literal(&'static [&'static str]),
     Int,
     Float,
     Dict,
+    /// `Dict[str, T]`
+    Map(&'static Ty),
     List(&'static Ty),
     Model(&'static [Field]),
 }
@@ -83,6 +89,7 @@ enum Ty {
 enum Default {
     Null,
     EmptyList,
+    Str(&'static str),
 }
 
 #[derive(Debug)]
@@ -149,6 +156,68 @@ const HEARTBEAT: &[Field] = &[
     defaulted("running_containers", Ty::List(&Ty::Str), Default::Null),
 ];
 
+/// `registry_auth`: registry host to the engine's auth object (`{username, password}` or
+/// `{identitytoken}`); the agent checks the inner shape, the control plane only relays it.
+const DEPLOY: &[Field] = &[
+    required("deployment_id", Ty::BoundedStr(1, 128)),
+    optional("template_id", Ty::Str),
+    optional("rendered_compose", Ty::Str),
+    optional("env", Ty::Map(&Ty::Str)),
+    defaulted(
+        "action",
+        Ty::Literal(&["apply", "remove"]),
+        Default::Str("apply"),
+    ),
+    optional("registry_auth", Ty::Map(&Ty::Dict)),
+];
+
+/// Fields whose values are secrets: 422 errors never echo them (see [`redact`]).
+const SECRET_FIELDS: &[&str] = &["env", "registry_auth"];
+/// What stands in a 422 for a secret value, as pydantic shows a `SecretStr`.
+const REDACTED: &str = "**********";
+
+/// A valid deploy command, as the server keeps and relays it: coerced, `action` defaulted,
+/// unknown fields and absent optional ones dropped.
+pub fn deploy(body: &Body) -> Result<Map<String, Value>, Vec<Value>> {
+    let result = validate_body(DEPLOY, body).and_then(|mut model| {
+        // The model validator runs after the fields, on a valid model only (pydantic's
+        // `@model_validator(mode="after")`).
+        if model["action"] == "apply" && model["rendered_compose"].is_null() {
+            return Err(vec![json!({
+                "type": "value_error",
+                "loc": ["body"],
+                "msg": "Value error, rendered_compose is required when action is apply",
+                "input": Value::Object(model.clone()),
+                "ctx": {"error": {}},
+            })]);
+        }
+        model.retain(|_, v| !v.is_null());
+        Ok(model)
+    });
+    result.map_err(|errors| errors.into_iter().map(redact).collect())
+}
+
+/// Keeps secrets out of a 422: pydantic echoes the offending `input`, which for a deploy could
+/// be an `env` value, or the whole body with its `env`.
+fn redact(mut error: Value) -> Value {
+    let in_secret = error["loc"]
+        .get(1)
+        .and_then(Value::as_str)
+        .is_some_and(|field| SECRET_FIELDS.contains(&field));
+    if in_secret {
+        error["input"] = json!(REDACTED);
+    } else if let Some(input) = error.get_mut("input").and_then(Value::as_object_mut) {
+        for field in SECRET_FIELDS {
+            match input.get_mut(*field) {
+                Some(Value::Object(map)) => map.values_mut().for_each(|v| *v = json!(REDACTED)),
+                Some(Value::Null) | None => {}
+                Some(other) => *other = json!(REDACTED),
+            }
+        }
+    }
+    error
+}
+
 /// A valid registration, with capabilities as the server stores them: coerced, defaults filled
 /// in, unknown fields dropped.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +276,39 @@ fn check(ty: &Ty, value: &Value, loc: &mut Vec<Value>, errors: &mut Vec<Value>) 
     };
     match (ty, value) {
         (Ty::Str, Value::String(_)) => Some(value.clone()),
+        (Ty::BoundedStr(min, max), Value::String(text)) => {
+            let chars = text.chars().count();
+            if chars < *min {
+                let s = if *min == 1 { "" } else { "s" };
+                errors.push(json!({"type": "string_too_short", "loc": loc,
+                    "msg": format!("String should have at least {min} character{s}"),
+                    "input": value, "ctx": {"min_length": min}}));
+                None
+            } else if chars > *max {
+                errors.push(json!({"type": "string_too_long", "loc": loc,
+                    "msg": format!("String should have at most {max} characters"),
+                    "input": value, "ctx": {"max_length": max}}));
+                None
+            } else {
+                Some(value.clone())
+            }
+        }
+        (Ty::BoundedStr(..), _) => fail("string_type", "Input should be a valid string"),
+        (Ty::Literal(allowed), Value::String(text)) if allowed.contains(&text.as_str()) => {
+            Some(value.clone())
+        }
+        (Ty::Literal(allowed), _) => {
+            let quoted: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();
+            let expected = match quoted.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            errors.push(json!({"type": "literal_error", "loc": loc,
+                "msg": format!("Input should be {expected}"),
+                "input": value, "ctx": {"expected": expected}}));
+            None
+        }
         // pydantic v2 no longer turns numbers into strings.
         (Ty::Str, _) => fail("string_type", "Input should be a valid string"),
 
@@ -241,6 +343,19 @@ fn check(ty: &Ty, value: &Value, loc: &mut Vec<Value>, errors: &mut Vec<Value>) 
 
         (Ty::Dict, Value::Object(_)) => Some(value.clone()),
         (Ty::Dict, _) => fail("dict_type", "Input should be a valid dictionary"),
+
+        (Ty::Map(item), Value::Object(map)) => {
+            let mut out = Map::new();
+            for (key, v) in map {
+                loc.push(json!(key));
+                if let Some(v) = check(item, v, loc, errors) {
+                    out.insert(key.clone(), v);
+                }
+                loc.pop();
+            }
+            (out.len() == map.len()).then_some(Value::Object(out))
+        }
+        (Ty::Map(_), _) => fail("dict_type", "Input should be a valid dictionary"),
 
         (Ty::List(item), Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
@@ -281,6 +396,7 @@ fn check_model(
             }
             (None, Some(Default::Null)) => Some(Value::Null),
             (None, Some(Default::EmptyList)) => Some(json!([])),
+            (None, Some(Default::Str(s))) => Some(json!(s)),
             (Some(Value::Null), _) if field.nullable => Some(Value::Null),
             (Some(v), _) => check(&field.ty, v, loc, errors),
         };
@@ -398,6 +514,76 @@ mod tests {
         assert_eq!(e[0]["loc"], json!(["body", "running_containers", 0]));
         let e = heartbeat(&json_body(json!({"cpu_usage": false}))).unwrap_err();
         assert_eq!(e[0]["type"], "float_type");
+    }
+
+    #[test]
+    fn deploy_rules() {
+        let ok = deploy(&json_body(
+            json!({"deployment_id": "d", "rendered_compose": "services: {}",
+            "env": {"A": "secret"}, "extra": 1, "template_id": null}),
+        ))
+        .unwrap();
+        assert_eq!(
+            Value::Object(ok),
+            json!({"deployment_id": "d", "rendered_compose": "services: {}",
+                   "env": {"A": "secret"}, "action": "apply"})
+        );
+        assert!(
+            deploy(&json_body(
+                json!({"deployment_id": "d", "action": "remove"})
+            ))
+            .is_ok()
+        );
+
+        let e = deploy(&json_body(json!({"deployment_id": "", "action": "up",
+            "rendered_compose": 1, "env": {"A": 5, "B": "secret"}})))
+        .unwrap_err();
+        let kinds: Vec<(&str, &Value)> = e
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), &e["loc"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("string_too_short", &json!(["body", "deployment_id"])),
+                ("string_type", &json!(["body", "rendered_compose"])),
+                ("string_type", &json!(["body", "env", "A"])),
+                ("literal_error", &json!(["body", "action"])),
+            ]
+        );
+        assert_eq!(e[2]["input"], REDACTED);
+        assert_eq!(e[3]["msg"], "Input should be 'apply' or 'remove'");
+        assert_eq!(e[0]["ctx"], json!({"min_length": 1}));
+
+        let long = "x".repeat(129);
+        let e = deploy(&json_body(
+            json!({"deployment_id": long, "rendered_compose": ""}),
+        ))
+        .unwrap_err();
+        assert_eq!(e[0]["type"], "string_too_long");
+
+        // The whole body is echoed for a missing field, its secrets are not.
+        let e = deploy(&json_body(json!({"env": {"A": "secret"},
+            "registry_auth": {"r": {"password": "p"}}})))
+        .unwrap_err();
+        assert_eq!(e[0]["type"], "missing");
+        assert_eq!(e[0]["input"]["env"], json!({"A": REDACTED}));
+        assert_eq!(e[0]["input"]["registry_auth"], json!({"r": REDACTED}));
+        let e = deploy(&json_body(json!({"deployment_id": "d", "env": "A=secret"}))).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0]["type"].as_str(), &e[0]["input"]),
+            (Some("dict_type"), &json!(REDACTED))
+        );
+
+        let e = deploy(&json_body(
+            json!({"deployment_id": "d", "env": {"A": "secret"}}),
+        ))
+        .unwrap_err();
+        assert_eq!(e[0]["type"], "value_error");
+        assert_eq!(e[0]["loc"], json!(["body"]));
+        assert_eq!(e[0]["input"]["env"], json!({"A": REDACTED}));
+        assert!(!Value::Array(e).to_string().contains("secret"));
     }
 
     #[test]
