@@ -8,10 +8,12 @@ use serde_json::{Value, json};
 
 use crate::faults::{self, Faults};
 use crate::http::{Head, Response};
+use crate::relay::Relay;
 use crate::request::{Kind, Request, RequestLog};
 use crate::server::Reply;
 use crate::store::{self, Store};
 use crate::validate::{self, Body};
+use crate::ws::Upgrade;
 
 /// What the real server puts in every registration answer, whatever it listens on.
 const ADVERTISED_URL: &str = "http://localhost:8080";
@@ -22,6 +24,7 @@ pub(crate) struct App {
     store: Mutex<Store>,
     pub log: RequestLog,
     pub faults: Faults,
+    pub relay: Relay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,20 @@ enum Route {
     Heartbeat,
     ListNodes,
     GetNode,
+    Channel,
+    Deploy,
+    GetDeployment,
+    Logs,
+}
+
+impl Route {
+    /// The deployment relay's routes, absent from a control plane without the channel.
+    fn is_relay(self) -> bool {
+        matches!(
+            self,
+            Route::Channel | Route::Deploy | Route::GetDeployment | Route::Logs
+        )
+    }
 }
 
 /// The route table, in the real application's order. `{node_id}` matches one non-empty path
@@ -45,6 +62,14 @@ const ROUTES: &[(&str, &str, Route)] = &[
     ),
     ("GET", "/api/v1/nodes", Route::ListNodes),
     ("GET", "/api/v1/nodes/{node_id}", Route::GetNode),
+    ("GET", "/api/v1/nodes/{node_id}/channel", Route::Channel),
+    ("POST", "/api/v1/nodes/{node_id}/deploy", Route::Deploy),
+    (
+        "GET",
+        "/api/v1/deployments/{deployment_id}",
+        Route::GetDeployment,
+    ),
+    ("GET", "/ws/logs", Route::Logs),
 ];
 
 enum Resolved<'a> {
@@ -58,9 +83,14 @@ enum Resolved<'a> {
 /// matching the path alone answers 405; otherwise, with a trailing slash, a 307 to the path
 /// without it if that would match anything; otherwise 404. So `GET /api/v1/nodes/register` is
 /// a lookup of a node named "register" (404 `Node not found`), not a 405.
-fn resolve<'a>(method: &str, path: &'a str) -> Resolved<'a> {
+fn resolve<'a>(method: &str, path: &'a str, relay: bool) -> Resolved<'a> {
+    let routes = || {
+        ROUTES
+            .iter()
+            .filter(move |(_, _, route)| relay || !route.is_relay())
+    };
     let mut partial = None;
-    for &(route_method, pattern, route) in ROUTES {
+    for &(route_method, pattern, route) in routes() {
         if let Some(param) = match_path(pattern, path) {
             if route_method == method {
                 return Resolved::Found(route, param);
@@ -74,9 +104,7 @@ fn resolve<'a>(method: &str, path: &'a str) -> Resolved<'a> {
     let stripped = path.trim_end_matches('/');
     if stripped.len() < path.len()
         && !stripped.is_empty()
-        && ROUTES
-            .iter()
-            .any(|(_, pattern, _)| match_path(pattern, stripped).is_some())
+        && routes().any(|(_, pattern, _)| match_path(pattern, stripped).is_some())
     {
         return Resolved::Redirect(stripped);
     }
@@ -115,6 +143,64 @@ fn is_control(path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Decodes `%XX` escapes (and, in a query, `+` as a space), as Starlette does for path
+/// parameters and query values; `None` when the result is not UTF-8.
+fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The first value of `key` in a query string, decoded.
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k, true)? == key)
+            .then(|| percent_decode(v, true))
+            .flatten()
+    })
+}
+
+/// Checks a WebSocket opening handshake (RFC 6455 §4.2.1), as uvicorn does before the
+/// application sees it; returns the `Sec-WebSocket-Accept` value, or the refusal.
+fn websocket_accept(head: &Head) -> Result<String, Response> {
+    if !head.has_token("upgrade", "websocket") || !head.has_token("connection", "upgrade") {
+        return Err(Response::detail(426, "Upgrade Required").with_header("upgrade", "websocket"));
+    }
+    if head.minor_version < 1 {
+        return Err(Response::detail(400, "WebSocket needs HTTP/1.1"));
+    }
+    if head.header("sec-websocket-version") != Some("13") {
+        return Err(Response::detail(426, "Unsupported WebSocket version")
+            .with_header("sec-websocket-version", "13"));
+    }
+    use base64::Engine;
+    let key = head.header("sec-websocket-key").unwrap_or_default();
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(bytes) if bytes.len() == 16 => {
+            Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        }
+        _ => Err(Response::detail(400, "Invalid Sec-WebSocket-Key")),
+    }
+}
+
 fn unprocessable(errors: Vec<Value>) -> Response {
     Response::detail(422, Value::Array(errors))
 }
@@ -132,6 +218,7 @@ impl App {
             store: Mutex::new(Store::new()),
             log: RequestLog::default(),
             faults: Faults::default(),
+            relay: Relay::default(),
         }
     }
 
@@ -150,7 +237,7 @@ impl App {
         let fault = self.faults.take(kind);
         let reply = match &fault {
             Some(fault) => fault.reply(kind),
-            None => Reply::Send(self.route(head, path, query, &body)),
+            None => self.route(head, path, query, &body),
         };
         let response = match &reply {
             Reply::Send(r) => r.body.clone(),
@@ -191,8 +278,33 @@ impl App {
         });
     }
 
-    fn route(&self, head: &Head, path: &str, query: Option<&str>, body: &[u8]) -> Response {
-        match resolve(&head.method, path) {
+    fn route(&self, head: &Head, path: &str, query: Option<&str>, body: &[u8]) -> Reply {
+        match resolve(&head.method, path, self.relay.enabled()) {
+            Resolved::Found(Route::Channel, id) => self.channel(head, id.unwrap_or_default()),
+            Resolved::Found(Route::Logs, _) => self.logs(head, query),
+            resolved => Reply::Send(self.respond(head, resolved, query, body)),
+        }
+    }
+
+    fn respond(
+        &self,
+        head: &Head,
+        resolved: Resolved<'_>,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        match resolved {
+            Resolved::Found(Route::Deploy, id) => self.deploy(head, id.unwrap_or_default(), body),
+            Resolved::Found(Route::GetDeployment, id) => {
+                let id = percent_decode(id.unwrap_or_default(), false).unwrap_or_default();
+                match self.relay.deployment(&id) {
+                    Some(answer) => Response::json(200, &answer),
+                    None => Response::detail(404, "Deployment not found"),
+                }
+            }
+            Resolved::Found(Route::Channel | Route::Logs, _) => {
+                unreachable!("upgrades are routed by `route`")
+            }
             Resolved::Found(Route::Health, _) => Response::json(200, &json!({"status": "healthy"})),
             Resolved::Found(Route::Register, _) => self.register(head, body),
             Resolved::Found(Route::Heartbeat, id) => {
@@ -276,6 +388,88 @@ impl App {
         Response::json(200, &json!({"status": "ok", "timestamp": now}))
     }
 
+    /// The node channel's upgrade: the handshake is checked first (as uvicorn does), then the
+    /// token and node exactly as for a heartbeat.
+    fn channel(&self, head: &Head, node_id: &str) -> Reply {
+        let accept = match websocket_accept(head) {
+            Ok(accept) => accept,
+            Err(refusal) => return Reply::Send(refusal),
+        };
+        let Some(token) = bearer_token(head.header("authorization")) else {
+            return Reply::Send(
+                Response::detail(401, "Missing authentication token")
+                    .with_header("www-authenticate", "Bearer"),
+            );
+        };
+        let Some(token_node) = self.store().authenticate(token) else {
+            return Reply::Send(Response::detail(401, "Invalid or expired token"));
+        };
+        if token_node != node_id {
+            return Reply::Send(Response::detail(
+                403,
+                "Cannot open the channel for a different node",
+            ));
+        }
+        if self.store().node(node_id).is_none() {
+            return Reply::Send(Response::detail(404, "Node not found"));
+        }
+        let channel = self.relay.connect(node_id);
+        Reply::Upgrade {
+            accept,
+            upgrade: Upgrade::Channel(channel),
+        }
+    }
+
+    /// `GET /ws/logs?deployment=ID[&tail=N][&service=S]`: a viewer. The handshake is accepted
+    /// whatever the query says; what is wrong with it is said in the close frame.
+    fn logs(&self, head: &Head, query: Option<&str>) -> Reply {
+        let accept = match websocket_accept(head) {
+            Ok(accept) => accept,
+            Err(refusal) => return Reply::Send(refusal),
+        };
+        let opened = match query_param(query, "deployment").filter(|d| !d.is_empty()) {
+            None => Err((1008, "deployment is required".to_string())),
+            Some(deployment) => self.relay.open_stream(
+                &deployment,
+                query_param(query, "tail").as_deref(),
+                query_param(query, "service")
+                    .filter(|s| !s.is_empty())
+                    .as_deref(),
+            ),
+        };
+        Reply::Upgrade {
+            accept,
+            upgrade: Upgrade::Viewer(opened),
+        }
+    }
+
+    /// As FastAPI runs it: the body is decoded and validated (422), then the endpoint looks the
+    /// node up (404) and queues the command.
+    fn deploy(&self, head: &Head, node_id: &str, body: &[u8]) -> Response {
+        let command = match validate::parse_body(head.header("content-type"), body)
+            .and_then(|body| validate::deploy(&body))
+        {
+            Ok(command) => command,
+            Err(errors) => return unprocessable(errors),
+        };
+        if self.store().node(node_id).is_none() {
+            return Response::detail(404, "Node not found");
+        }
+        let deployment_id = command["deployment_id"].clone();
+        match self.relay.deploy(node_id, command) {
+            Ok(generation) => Response::json(
+                202,
+                &json!({
+                    "deployment_id": deployment_id,
+                    "status": "pending",
+                    "message": self.relay.deploy_message(node_id),
+                    "generation": generation,
+                }),
+            ),
+            Err((status, detail)) => Response::detail(status, detail),
+        }
+    }
+
     /// `/_test/*`: fault switches for the standalone server (the in-process API does the same).
     fn control(&self, method: &str, path: &str, query: &str) -> Response {
         let action = path.trim_start_matches(CONTROL_PREFIX);
@@ -330,7 +524,7 @@ mod tests {
     use super::*;
 
     fn route(method: &str, path: &str) -> String {
-        match resolve(method, path) {
+        match resolve(method, path, true) {
             Resolved::Found(r, p) => format!("{r:?} {p:?}"),
             Resolved::MethodNotAllowed(a) => format!("405 {a}"),
             Resolved::Redirect(to) => format!("307 {to}"),
@@ -359,6 +553,33 @@ mod tests {
         assert_eq!(route("GET", "/api/v1/nodes//heartbeat"), "404");
         assert_eq!(route("GET", "/"), "404");
         assert_eq!(route("GET", "/nope/"), "404");
+        assert_eq!(
+            route("GET", "/api/v1/nodes/x/channel"),
+            "Channel Some(\"x\")"
+        );
+        assert_eq!(route("POST", "/api/v1/nodes/x/channel"), "405 GET");
+        assert_eq!(route("GET", "/ws/logs/"), "307 /ws/logs");
+        assert!(matches!(
+            resolve("GET", "/api/v1/nodes/x/channel", false),
+            Resolved::NotFound
+        ));
+        assert!(matches!(
+            resolve("POST", "/api/v1/nodes/x/deploy", false),
+            Resolved::NotFound
+        ));
+    }
+
+    #[test]
+    fn decodes_like_starlette() {
+        assert_eq!(percent_decode("a%20b+c", true).as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("a%20b+c", false).as_deref(), Some("a b+c"));
+        assert_eq!(percent_decode("100%", false).as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz%4", false).as_deref(), Some("%zz%4"));
+        assert_eq!(percent_decode("%ff", false), None);
+        let q = Some("tail=5&deployment=deploy%2D1&x");
+        assert_eq!(query_param(q, "deployment").as_deref(), Some("deploy-1"));
+        assert_eq!(query_param(q, "tail").as_deref(), Some("5"));
+        assert_eq!(query_param(q, "service"), None);
     }
 
     #[test]

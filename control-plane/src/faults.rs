@@ -16,6 +16,9 @@ pub enum Endpoint {
     Register,
     /// `POST /api/v1/nodes/{id}/heartbeat`
     Heartbeat,
+    /// `GET /api/v1/nodes/{id}/channel`, the node channel's upgrade: e.g. `Status(503)` refuses
+    /// it, `Stall` and `Reset` break it before the `101`.
+    Channel,
     /// Every contract request (`/_test/*` switches are never faulted).
     Any,
 }
@@ -25,6 +28,7 @@ impl Endpoint {
         match self {
             Endpoint::Register => kind == Kind::Register,
             Endpoint::Heartbeat => kind == Kind::Heartbeat,
+            Endpoint::Channel => kind == Kind::Channel,
             Endpoint::Any => true,
         }
     }
@@ -55,7 +59,13 @@ pub enum Fault {
 impl Fault {
     /// The reply this fault makes for a request of kind `kind`.
     pub(crate) fn reply(&self, kind: Kind) -> Reply {
-        let success = if kind == Kind::Register { 201 } else { 200 };
+        let success = match kind {
+            Kind::Register => 201,
+            Kind::Deploy => 202,
+            // A channel upgrade faulted with a success status gets a plain 200, as from a proxy
+            // that does not pass WebSockets on.
+            Kind::Heartbeat | Kind::Channel | Kind::Other => 200,
+        };
         match *self {
             Fault::Status(status) => Reply::Send(Response::detail(status, "injected fault")),
             Fault::MalformedJson => {
@@ -64,7 +74,7 @@ impl Fault {
                 let body: &[u8] = match kind {
                     Kind::Register => br#"{"node_id":"7d1c2f0e-5b1a-4c7e-9a51-"#,
                     Kind::Heartbeat => br#"{"status":"ok","timest"#,
-                    Kind::Other => br#"{"detail":"#,
+                    Kind::Channel | Kind::Deploy | Kind::Other => br#"{"detail":"#,
                 };
                 Reply::Send(Response::new(success, "application/json", body))
             }
@@ -130,7 +140,7 @@ impl Faults {
     }
 }
 
-/// Parses the query of `POST /_test/fail`: `endpoint=register|heartbeat|any` (default any),
+/// Parses the query of `POST /_test/fail`: `endpoint=register|heartbeat|channel|any` (default any),
 /// `n` (default 1), then either `status=CODE` or `fault=stall&ms=MS | reset | html | malformed
 /// | huge&bytes=N` (huge defaults to 64 MiB).
 pub(crate) fn parse_switch(query: &str) -> Result<(Endpoint, usize, Fault), String> {
@@ -152,6 +162,7 @@ pub(crate) fn parse_switch(query: &str) -> Result<(Endpoint, usize, Fault), Stri
     let endpoint = match get("endpoint").unwrap_or("any") {
         "register" => Endpoint::Register,
         "heartbeat" => Endpoint::Heartbeat,
+        "channel" => Endpoint::Channel,
         "any" => Endpoint::Any,
         other => return Err(format!("unknown endpoint {other:?}")),
     };

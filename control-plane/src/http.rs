@@ -49,7 +49,12 @@ impl Head {
     }
 
     fn connection_has(&self, token: &str) -> bool {
-        self.header_list("connection")
+        self.has_token("connection", token)
+    }
+
+    /// Whether a list-valued header field holds `token` (case-insensitive); `name` lower-case.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header_list(name)
             .any(|t| t.eq_ignore_ascii_case(token))
     }
 
@@ -322,6 +327,16 @@ pub fn write_head<W: Write>(
     w.write_all(&head_bytes(status, headers, content_length, close))
 }
 
+/// The `101` accepting a WebSocket opening handshake (RFC 6455 §4.2.2).
+pub fn write_switching_protocols<W: Write>(w: &mut W, accept: &str) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-accept: {accept}\r\n\r\n"
+    );
+    w.write_all(head.as_bytes())?;
+    w.flush()
+}
+
 /// The interim response a client sending `Expect: 100-continue` waits for.
 pub fn write_continue<W: Write>(w: &mut W) -> io::Result<()> {
     w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -347,6 +362,7 @@ fn head_bytes(status: u16, headers: &[(String, String)], len: u64, close: bool) 
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
@@ -363,6 +379,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Request Entity Too Large",
+        426 => "Upgrade Required",
         422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

@@ -19,30 +19,62 @@
 //! }));
 //! ```
 //!
+//! It also implements the deployment relay the agent defines (`shared/deployments.md`,
+//! `docs/channel.md`): the node channel (`GET /api/v1/nodes/{id}/channel`, a WebSocket the
+//! agent dials), `POST /api/v1/nodes/{id}/deploy`, `GET /api/v1/deployments/{id}` and the log
+//! viewer `GET /ws/logs?deployment=ID`. [`ControlPlane::start_without_channel`] leaves all four
+//! out, as on today's upstream control plane.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use control_plane::ControlPlane;
+//! use serde_json::json;
+//!
+//! let cp = ControlPlane::start();
+//! // ... start the agent against cp.url(), wait for its node ...
+//! # let node_id = "";
+//! let (status, answer) = cp.deploy(node_id, &json!({
+//!     "deployment_id": "deploy-1", "rendered_compose": "services: {}"}));
+//! assert_eq!(status, 202);
+//! assert!(cp.wait_until_channel(Duration::from_secs(10), |messages| {
+//!     messages.iter().any(|m| m.kind() == Some("status") && m.json["status"] == "running")
+//! }));
+//! ```
+//!
 //! Modules, one concern each: `http` (HTTP/1.1 framing), `server` (sockets, threads,
 //! connection loop), `app` (routing and the contract's handlers), `validate` (pydantic-style
 //! 422s), `jwt` (HS256 tokens), `store` (node table and secret), `faults` (fault injection),
-//! `request` (the request log).
+//! `request` (the request log), `journal` (logs tests wait on), `relay` (channels,
+//! deployments, log streams), `ws` (WebSocket connections).
 
 mod app;
 mod faults;
 mod http;
+mod journal;
 mod jwt;
+mod relay;
 mod request;
 mod server;
 mod store;
 mod tls;
 mod validate;
+mod ws;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub use faults::{Endpoint, Fault};
 pub use http::MAX_BODY;
+pub use relay::{ChannelMessage, MAX_PENDING_DEPLOYMENTS, VIEWER_QUEUE};
 pub use request::Request;
 pub use store::{DEFAULT_TOKEN_TTL, Node};
 pub use tls::TlsIdentity;
+pub use ws::MAX_MESSAGE;
+
+use relay::Out;
 
 use server::Server;
 
@@ -175,6 +207,145 @@ impl ControlPlane {
     /// Connection threads that ended in a panic (should always be 0).
     pub fn connection_panics(&self) -> usize {
         self.server.shared().connection_panics()
+    }
+
+    // -- the deployment relay ------------------------------------------------------------------
+
+    /// Starts on `127.0.0.1` without the deployment relay, as the upstream control plane is
+    /// today: the channel, deploy, deployment and log routes answer 404 `{"detail":"Not
+    /// Found"}` like any unknown route.
+    pub fn start_without_channel() -> ControlPlane {
+        let cp = ControlPlane::start();
+        cp.set_channel_enabled(false);
+        cp
+    }
+
+    /// Turns the relay's routes on or off from now on (on by default). Turning them off closes
+    /// no open channel: [`ControlPlane::drop_channel`] does.
+    pub fn set_channel_enabled(&self, on: bool) {
+        self.relay().set_enabled(on);
+    }
+
+    fn relay(&self) -> &relay::Relay {
+        &self.server.shared().app.relay
+    }
+
+    /// `POST /api/v1/nodes/{node_id}/deploy` with `body`, in process (logged like a request,
+    /// on connection 0): the status and the JSON answer.
+    pub fn deploy(&self, node_id: &str, body: &Value) -> (u16, Value) {
+        let head = http::Head {
+            method: "POST".into(),
+            target: format!("/api/v1/nodes/{node_id}/deploy"),
+            minor_version: 1,
+            headers: vec![("content-type".into(), "application/json".into())],
+        };
+        let reply = self
+            .server
+            .shared()
+            .app
+            .handle(0, &head, body.to_string().into_bytes());
+        match reply {
+            server::Reply::Send(response) => (
+                response.status,
+                serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+            ),
+            other => (other.logged_status(), Value::Null),
+        }
+    }
+
+    /// What `GET /api/v1/deployments/{id}` answers, `None` for its 404.
+    pub fn deployment(&self, deployment_id: &str) -> Option<Value> {
+        self.relay().deployment(deployment_id)
+    }
+
+    /// Every message agents sent on their channels, in arrival order.
+    pub fn channel_messages(&self) -> Vec<ChannelMessage> {
+        self.relay().messages.snapshot()
+    }
+
+    /// Waits until `pred` holds for the channel messages, re-checking as messages arrive (and
+    /// every 50 ms). Returns false if `timeout` passes first. `pred` may call back into the
+    /// control plane.
+    pub fn wait_until_channel(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[ChannelMessage]) -> bool,
+    ) -> bool {
+        self.relay().messages.wait_until(timeout, pred)
+    }
+
+    /// Calls `f` for every channel message as it arrives, on the channel's thread (which
+    /// reads nothing more meanwhile).
+    pub fn on_channel_message(&self, f: impl Fn(&ChannelMessage) + Send + Sync + 'static) {
+        self.relay().messages.observe(Arc::new(f));
+    }
+
+    /// Sends `message` down the node's channel as one text frame, after what is queued; false
+    /// if the node has no channel. Nothing is checked: any JSON goes.
+    pub fn send_to_node(&self, node_id: &str, message: &Value) -> bool {
+        self.send_text_to_node(node_id, message.to_string())
+    }
+
+    /// Sends any text (not JSON, huge, ...) as one text frame; false without a channel.
+    pub fn send_text_to_node(&self, node_id: &str, text: impl Into<String>) -> bool {
+        self.relay().send(node_id, Out::Text(text.into()))
+    }
+
+    /// Sends a binary frame, which the channel's rules refuse; false without a channel.
+    pub fn send_binary_to_node(&self, node_id: &str, bytes: Vec<u8>) -> bool {
+        self.relay().send(node_id, Out::Binary(bytes))
+    }
+
+    /// Whether the node has an open channel (upgraded, not yet closed).
+    pub fn channel_connected(&self, node_id: &str) -> bool {
+        self.relay().connected(node_id)
+    }
+
+    /// Channel upgrades accepted for the node so far (each reconnect counts).
+    pub fn channel_connections(&self, node_id: &str) -> usize {
+        self.relay().connections(node_id)
+    }
+
+    /// Ends the node's channel at once with a TCP reset, no close frame (a dead link, a crashed
+    /// control plane). False if it had none. Its log viewers are closed (4503).
+    pub fn drop_channel(&self, node_id: &str) -> bool {
+        self.relay().drop_channel(node_id)
+    }
+
+    /// Stalls the node's channel for `duration`: nothing read (so no pongs, no messages
+    /// taken), nothing written (deploys and log requests wait). The connection stays open.
+    /// False if the node has no channel.
+    pub fn stall_channel(&self, node_id: &str, duration: Duration) -> bool {
+        self.relay().stall(node_id, Instant::now() + duration)
+    }
+
+    /// While on, `status` and `hello` acknowledge nothing, so every deploy not yet
+    /// acknowledged before is sent again on each reconnect. Reported statuses still count.
+    pub fn ignore_acknowledgements(&self, on: bool) {
+        self.relay().set_ignore_acks(on);
+    }
+
+    /// Forgets every deployment, as a control plane that lost its database: the next `hello`
+    /// teaches it the agent's deployments and generations again.
+    pub fn forget_deployments(&self) {
+        self.relay().forget_deployments();
+    }
+
+    /// Log lines dropped because a viewer's queue ([`VIEWER_QUEUE`] lines) was full.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.relay().dropped_lines()
+    }
+
+    /// Open log streams (viewers) of a deployment.
+    pub fn log_viewers(&self, deployment_id: &str) -> usize {
+        self.relay().streams_of(deployment_id)
+    }
+
+    /// What agents sent that `docs/channel.md` does not allow, one line each: a first message
+    /// other than `hello`, an unknown `type`, a missing or bad field, a binary frame, a message
+    /// over [`MAX_MESSAGE`]. Should stay empty with a correct agent.
+    pub fn channel_protocol_errors(&self) -> Vec<String> {
+        self.relay().protocol_errors()
     }
 
     /// Same as dropping: closes the listener and all connections, joins all threads.

@@ -2,12 +2,12 @@
 //! to assert on and for the standalone server to print.
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::faults::Fault;
+use crate::journal::Journal;
 
 /// One request received on a contract path (anything but `/_test/*`), as it arrived.
 #[derive(Debug, Clone)]
@@ -65,11 +65,23 @@ impl Request {
 
     /// The node id in a heartbeat's path.
     pub fn heartbeat_node_id(&self) -> Option<&str> {
-        self.is_heartbeat().then(|| {
-            self.path
-                .trim_start_matches("/api/v1/nodes/")
-                .trim_end_matches("/heartbeat")
-        })
+        node_path_id(&self.path, "heartbeat").filter(|_| self.method == "POST")
+    }
+
+    /// `GET /api/v1/nodes/{id}/channel`: an upgrade to the node channel (status 101 when it
+    /// was accepted).
+    pub fn is_channel(&self) -> bool {
+        Kind::of(&self.method, &self.path) == Kind::Channel
+    }
+
+    /// The node id in a channel upgrade's path.
+    pub fn channel_node_id(&self) -> Option<&str> {
+        node_path_id(&self.path, "channel").filter(|_| self.method == "GET")
+    }
+
+    /// `POST /api/v1/nodes/{id}/deploy`
+    pub fn is_deploy(&self) -> bool {
+        Kind::of(&self.method, &self.path) == Kind::Deploy
     }
 }
 
@@ -111,6 +123,19 @@ impl fmt::Display for Request {
                 percent(&body["mem_usage"]),
                 text(&body["disk_free_mb"]),
             )
+        } else if self.status < 300 && self.is_deploy() {
+            // Never `env`, `registry_auth` or the file: only what names the command.
+            let generation = self
+                .response_json()
+                .map(|r| text(&r["generation"]))
+                .unwrap_or_default();
+            write!(
+                f,
+                " deployment_id={} template_id={} action={} generation={generation}",
+                text(&body["deployment_id"]),
+                text(&body["template_id"]),
+                body["action"].as_str().unwrap_or("apply"),
+            )
         } else if self.status >= 400 {
             // Error details carry what the client sent, which never includes the token (that
             // travels in a header): safe to show, but keep the line a line.
@@ -134,77 +159,35 @@ impl fmt::Display for Request {
 pub(crate) enum Kind {
     Register,
     Heartbeat,
+    /// `GET /api/v1/nodes/{id}/channel`, the node channel's upgrade.
+    Channel,
+    /// `POST /api/v1/nodes/{id}/deploy`
+    Deploy,
     Other,
+}
+
+/// The `{id}` of `/api/v1/nodes/{id}/<suffix>`: one non-empty segment.
+fn node_path_id<'a>(path: &'a str, suffix: &str) -> Option<&'a str> {
+    path.strip_prefix("/api/v1/nodes/")?
+        .strip_suffix(suffix)?
+        .strip_suffix('/')
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 impl Kind {
     pub fn of(method: &str, path: &str) -> Kind {
-        if method != "POST" {
-            return Kind::Other;
-        }
-        if path == "/api/v1/nodes/register" {
-            return Kind::Register;
-        }
-        match path
-            .strip_prefix("/api/v1/nodes/")
-            .and_then(|rest| rest.strip_suffix("/heartbeat"))
-        {
-            Some(id) if !id.is_empty() && !id.contains('/') => Kind::Heartbeat,
+        match method {
+            "POST" if path == "/api/v1/nodes/register" => Kind::Register,
+            "POST" if node_path_id(path, "heartbeat").is_some() => Kind::Heartbeat,
+            "POST" if node_path_id(path, "deploy").is_some() => Kind::Deploy,
+            "GET" if node_path_id(path, "channel").is_some() => Kind::Channel,
             _ => Kind::Other,
         }
     }
 }
 
-type Observer = Arc<dyn Fn(&Request) + Send + Sync>;
-
-/// The append-only request log, with a condition variable so tests can wait on it.
-#[derive(Default)]
-pub(crate) struct RequestLog {
-    entries: Mutex<Vec<Request>>,
-    grew: Condvar,
-    observers: Mutex<Vec<Observer>>,
-}
-
-impl RequestLog {
-    pub fn push(&self, request: Request) {
-        self.entries.lock().unwrap().push(request.clone());
-        self.grew.notify_all();
-        // Observers run outside the locks so that one may call back into the server.
-        let observers = self.observers.lock().unwrap().clone();
-        for observe in &observers {
-            observe(&request);
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<Request> {
-        self.entries.lock().unwrap().clone()
-    }
-
-    pub fn observe(&self, f: Observer) {
-        self.observers.lock().unwrap().push(f);
-    }
-
-    /// Evaluates `pred` on a snapshot each time the log grows (and every 50 ms, in case `pred`
-    /// looks at more than the log), outside the lock so it may call back into the server.
-    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Request]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let snapshot = self.snapshot();
-            if pred(&snapshot) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let entries = self.entries.lock().unwrap();
-            if entries.len() == snapshot.len() {
-                let wait = (deadline - now).min(Duration::from_millis(50));
-                drop(self.grew.wait_timeout(entries, wait).unwrap());
-            }
-        }
-    }
-}
+/// The append-only request log; tests wait on it.
+pub(crate) type RequestLog = Journal<Request>;
 
 #[cfg(test)]
 mod tests {
@@ -220,5 +203,9 @@ mod tests {
         assert_eq!(Kind::of("GET", "/api/v1/nodes/abc/heartbeat"), Kind::Other);
         assert_eq!(Kind::of("POST", "/api/v1/nodes//heartbeat"), Kind::Other);
         assert_eq!(Kind::of("POST", "/api/v1/nodes/a/b/heartbeat"), Kind::Other);
+        assert_eq!(Kind::of("GET", "/api/v1/nodes/a/channel"), Kind::Channel);
+        assert_eq!(Kind::of("POST", "/api/v1/nodes/a/channel"), Kind::Other);
+        assert_eq!(Kind::of("POST", "/api/v1/nodes/a/deploy"), Kind::Deploy);
+        assert_eq!(Kind::of("POST", "/api/v1/nodes/heartbeat"), Kind::Other);
     }
 }

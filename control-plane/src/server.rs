@@ -17,6 +17,7 @@ use socket2::SockRef;
 
 use crate::app::App;
 use crate::http::{self, Framing, Head, MAX_BODY, ReadError, Response};
+use crate::ws::{self, Upgrade};
 
 /// A byte stream a connection is served over, with access to the TCP socket underneath for
 /// what only a socket can do (timeouts, linger, half-close).
@@ -51,6 +52,11 @@ pub(crate) enum Reply {
     Stall(Duration),
     /// Close with a TCP RST.
     Reset,
+    /// `101 Switching Protocols` with this `Sec-WebSocket-Accept`, then a WebSocket.
+    Upgrade {
+        accept: String,
+        upgrade: Upgrade,
+    },
 }
 
 impl Reply {
@@ -60,6 +66,7 @@ impl Reply {
             Reply::Send(r) => r.status,
             Reply::Huge { status, .. } => *status,
             Reply::Stall(_) | Reply::Reset => 0,
+            Reply::Upgrade { .. } => 101,
         }
     }
 }
@@ -114,6 +121,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the server is stopping (long-lived connections end when it is).
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_set()
+    }
+
     pub fn tls_handshakes(&self) -> (u64, u64) {
         *self.handshakes.lock().unwrap()
     }
@@ -356,6 +368,17 @@ fn serve<S: Transport>(stream: &mut S, conn: u64, shared: &Shared) {
                 // With a zero linger time, close() sends RST instead of FIN.
                 let _ = SockRef::from(io.get_ref().socket()).set_linger(Some(Duration::ZERO));
                 true
+            }
+            Reply::Upgrade { accept, upgrade } => {
+                if http::write_switching_protocols(io.get_mut(), &accept).is_err() {
+                    // The relay registered the connection already: let it end at once.
+                    ws::serve_nothing(upgrade, shared);
+                    return;
+                }
+                // What the client sent right after its handshake is in the reader's buffer.
+                let buffered = io.buffer().to_vec();
+                ws::serve(io.into_inner(), buffered, upgrade, shared);
+                return;
             }
         };
         if finished {
