@@ -48,11 +48,15 @@ impl<T: Clone> Journal<T> {
 
     /// Evaluates `pred` on a snapshot each time the journal grows (and every 50 ms, in case
     /// `pred` looks at more than the journal), outside the lock so it may call back into the
-    /// server.
+    /// server. The snapshot is extended, not copied anew: entries are only ever appended.
     pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[T]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
+        let mut snapshot = Vec::new();
         loop {
-            let snapshot = self.snapshot();
+            {
+                let entries = self.entries.lock().unwrap();
+                snapshot.extend_from_slice(&entries[snapshot.len()..]);
+            }
             if pred(&snapshot) {
                 return true;
             }

@@ -155,12 +155,23 @@ pub(crate) struct Viewer {
     state: Mutex<ViewerState>,
 }
 
+/// What a viewer's connection sends next.
+pub(crate) enum ViewerOut {
+    Line(String),
+    /// After the last line: close with this code and reason.
+    Close(u16, String),
+}
+
 impl Viewer {
-    /// Lines to send now, and the close to send after them, if any.
-    pub fn take(&self) -> (Vec<String>, Option<(u16, String)>) {
+    pub fn next(&self) -> Option<ViewerOut> {
         let mut state = self.state.lock().unwrap();
-        let lines = state.lines.drain(..).collect();
-        (lines, state.close.clone())
+        match state.lines.pop_front() {
+            Some(line) => Some(ViewerOut::Line(line)),
+            None => state
+                .close
+                .clone()
+                .map(|(code, reason)| ViewerOut::Close(code, reason)),
+        }
     }
 
     /// False when the queue is full (the line is dropped).
@@ -433,16 +444,22 @@ impl Relay {
         self.state().protocol_error(&channel.node_id, what);
     }
 
-    /// One text message from the agent on `channel`.
+    /// One text message from the agent on `channel`. It is recorded once acted on, so that a
+    /// test that sees it also sees its effects.
     pub fn on_text(&self, channel: &Channel, text: String) {
+        let at = Instant::now();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        self.act_on(channel, &json);
         self.messages.push(ChannelMessage {
             node_id: channel.node_id.clone(),
             connection: channel.id,
-            at: Instant::now(),
+            at,
             text,
-            json: json.clone(),
+            json,
         });
+    }
+
+    fn act_on(&self, channel: &Channel, json: &Value) {
         let mut state = self.state();
         let node_id = channel.node_id.as_str();
         let kind = json.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -450,7 +467,7 @@ impl Relay {
         if first && kind != "hello" {
             state.protocol_error(node_id, format!("first message is {kind:?}, not \"hello\""));
         }
-        if let Err(what) = check_message(&json) {
+        if let Err(what) = check_message(json) {
             state.protocol_error(node_id, what);
             return;
         }
@@ -471,7 +488,7 @@ impl Relay {
                     json["generation"],
                     json["status"].as_str().unwrap_or_default(),
                 ));
-                self.reconcile(&mut state, node_id, &json);
+                self.reconcile(&mut state, node_id, json);
             }
             "log" => {
                 let stream_id = json["stream_id"].as_str().unwrap_or_default();
@@ -500,7 +517,7 @@ impl Relay {
                     .is_some_and(|s| s.channel.id == channel.id)
                 {
                     let stream = state.streams.remove(stream_id).expect("just found");
-                    let (code, reason) = log_end_close(&json);
+                    let (code, reason) = log_end_close(json);
                     stream.viewer.close(code, &reason);
                 }
             }

@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error, Message};
 
-use crate::relay::{Channel, End, Frame, Step, Viewer, say};
+use crate::relay::{Channel, End, Frame, Step, Viewer, ViewerOut, say};
 use crate::server::{Shared, Transport};
 
 /// Largest message on the channel, either way (docs/channel.md); a larger one from the agent
@@ -131,24 +131,14 @@ fn channel_loop<S: Transport>(
             }
             Step::Run => {}
         }
-        if !blocked {
-            while let Some(frame) = relay.next_frame(channel) {
-                let message = match frame {
-                    Frame::Text(text) => Message::text(text),
-                    Frame::Binary(bytes) => Message::binary(bytes),
-                };
-                match ws.write(message) {
-                    Ok(()) => {}
-                    // The frame is buffered; take no more until it is out.
-                    Err(e) if would_block(&e) => break,
-                    Err(e) => return (format!("write failed: {e}"), false),
-                }
-            }
-        }
-        match ws.flush() {
-            Ok(()) => blocked = false,
-            Err(e) if would_block(&e) => blocked = true,
-            Err(e) => return (format!("write failed: {e}"), false),
+        let mut next = || {
+            relay.next_frame(channel).map(|frame| match frame {
+                Frame::Text(text) => Message::text(text),
+                Frame::Binary(bytes) => Message::binary(bytes),
+            })
+        };
+        if let Err(e) = write_some(ws, &mut blocked, &mut next) {
+            return (format!("write failed: {e}"), false);
         }
         match ws.read() {
             Ok(Message::Text(text)) => relay.on_text(channel, text.as_str().to_string()),
@@ -170,7 +160,8 @@ fn channel_loop<S: Transport>(
             Err(e) if would_block(&e) => {}
             Err(Error::Capacity(e)) => {
                 relay.refused_frame(channel, format!("a message over {MAX_MESSAGE} bytes ({e})"));
-                close(ws, 1009, "message too big");
+                // The rest of that message is still on the wire: say why, read no further.
+                close_unread(ws, 1009, "message too big");
                 return ("sent a message over the size limit".into(), false);
             }
             Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
@@ -189,26 +180,21 @@ fn viewer_loop<S: Transport>(ws: &mut WebSocket<&mut S>, viewer: &Viewer, shared
             close(ws, 1001, "control plane stopping");
             return;
         }
-        if !blocked {
-            let (lines, closing) = viewer.take();
-            for line in lines {
-                // A blocked write keeps the frame buffered: the batch (at most a queue's worth)
-                // goes into the buffer, and nothing more is taken until it is out.
-                match ws.write(Message::text(line)) {
-                    Ok(()) => {}
-                    Err(e) if would_block(&e) => {}
-                    Err(_) => return,
-                }
+        let mut closing = None;
+        let mut next = || match viewer.next() {
+            Some(ViewerOut::Line(line)) => Some(Message::text(line)),
+            Some(ViewerOut::Close(code, reason)) => {
+                closing = Some((code, reason));
+                None
             }
-            if let Some((code, reason)) = closing {
-                close(ws, code, &reason);
-                return;
-            }
+            None => None,
+        };
+        if write_some(ws, &mut blocked, &mut next).is_err() {
+            return;
         }
-        match ws.flush() {
-            Ok(()) => blocked = false,
-            Err(e) if would_block(&e) => blocked = true,
-            Err(_) => return,
+        if let Some((code, reason)) = closing {
+            close(ws, code, &reason);
+            return;
         }
         match ws.read() {
             Ok(Message::Close(_)) => {
@@ -220,6 +206,36 @@ fn viewer_loop<S: Transport>(ws: &mut WebSocket<&mut S>, viewer: &Viewer, shared
             Err(_) => return,
         }
     }
+}
+
+/// Writes what `next` gives, one message at a time, each flushed, until it has nothing more
+/// or the peer stops reading: then `blocked` is set, the message stays in tungstenite's buffer,
+/// and nothing more is taken until a later call flushes it.
+fn write_some<S: Transport>(
+    ws: &mut WebSocket<&mut S>,
+    blocked: &mut bool,
+    next: &mut dyn FnMut() -> Option<Message>,
+) -> Result<(), Error> {
+    let flush = |ws: &mut WebSocket<&mut S>| match ws.flush() {
+        Ok(()) => Ok(false),
+        Err(e) if would_block(&e) => Ok(true),
+        Err(e) => Err(e),
+    };
+    if *blocked {
+        *blocked = flush(ws)?;
+    }
+    while !*blocked {
+        let Some(message) = next() else {
+            return Ok(());
+        };
+        match ws.write(message) {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(e) => return Err(e),
+        }
+        *blocked = flush(ws)?;
+    }
+    Ok(())
 }
 
 /// Sends a close frame and waits (a little) for the peer's.
@@ -234,6 +250,20 @@ fn close<S: Transport>(ws: &mut WebSocket<&mut S>, code: u16, reason: &str) {
         Err(_) => return,
     }
     finish_close(ws);
+}
+
+/// Sends a close frame without reading anything more (after a frame tungstenite could not
+/// take, its reader must not be used again).
+fn close_unread<S: Transport>(ws: &mut WebSocket<&mut S>, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let mut sent = ws.close(Some(frame));
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while matches!(&sent, Err(e) if would_block(e)) && Instant::now() < deadline {
+        sent = ws.flush();
+    }
 }
 
 /// Drives a close handshake already under way until tungstenite says it is over, or for
