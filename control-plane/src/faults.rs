@@ -200,6 +200,9 @@ mod tests {
         assert_eq!(f.take(Kind::Heartbeat), Some(Fault::Status(503)));
         assert_eq!(f.take(Kind::Heartbeat), Some(Fault::Html));
         assert_eq!(f.take(Kind::Heartbeat), None);
+        f.push(Endpoint::Channel, 1, Fault::Status(503));
+        assert_eq!(f.take(Kind::Heartbeat), None);
+        assert_eq!(f.take(Kind::Channel), Some(Fault::Status(503)));
     }
 
     #[test]
@@ -215,6 +218,10 @@ mod tests {
         assert_eq!(
             parse_switch("endpoint=register&fault=huge&bytes=10"),
             Ok((Endpoint::Register, 1, Fault::Huge(10)))
+        );
+        assert_eq!(
+            parse_switch("endpoint=channel&status=503"),
+            Ok((Endpoint::Channel, 1, Fault::Status(503)))
         );
         assert_eq!(parse_switch("fault=huge").unwrap().2, Fault::Huge(64 << 20));
         assert_eq!(parse_switch("fault=reset").unwrap().2, Fault::Reset);
