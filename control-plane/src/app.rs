@@ -214,8 +214,12 @@ fn bearer_token(authorization: Option<&str>) -> Option<&str> {
 
 impl App {
     pub fn new() -> App {
+        App::with_store(Store::new())
+    }
+
+    pub fn with_store(store: Store) -> App {
         App {
-            store: Mutex::new(Store::new()),
+            store: Mutex::new(store),
             log: RequestLog::default(),
             faults: Faults::default(),
             relay: Relay::default(),

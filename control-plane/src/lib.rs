@@ -4,8 +4,8 @@
 //! way the FastAPI service does, warts included: `201` on register, the hard-coded
 //! `control_plane_url`, pydantic-shaped 422s, a 307 on a trailing slash. On top of that it
 //! records every request, lets a test inject faults (error statuses, broken bodies, stalls,
-//! resets, endless bodies), forget the node table, rotate the token secret and shorten the
-//! token lifetime.
+//! resets, endless bodies), forget the node table, rotate the token secret, shorten the
+//! token lifetime, and stop and start again with or without its database.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -96,6 +96,16 @@ impl ControlPlane {
     pub fn start_on(addr: impl ToSocketAddrs) -> std::io::Result<ControlPlane> {
         Ok(ControlPlane {
             server: Server::bind(addr, None)?,
+            scheme: "http",
+        })
+    }
+
+    /// Starts on a given address with the state an earlier control plane left (see
+    /// [`ControlPlane::stop_keeping_state`]), as the real one restarts: its database and secret
+    /// are as it left them; requests, faults and switches start afresh.
+    pub fn restart_on(addr: impl ToSocketAddrs, state: Persisted) -> std::io::Result<ControlPlane> {
+        Ok(ControlPlane {
+            server: Server::bind_app(addr, None, app::App::with_store(state.0))?,
             scheme: "http",
         })
     }
@@ -350,6 +360,29 @@ impl ControlPlane {
 
     /// Same as dropping: closes the listener and all connections, joins all threads.
     pub fn stop(self) {}
+
+    /// Stops (as [`ControlPlane::stop`]: the port refuses connections when this returns) and
+    /// hands back what a real control plane finds when it starts again: its node table and its
+    /// token secret. Give it to [`ControlPlane::restart_on`].
+    pub fn stop_keeping_state(mut self) -> Persisted {
+        self.server.stop();
+        Persisted(std::mem::replace(
+            &mut *self.server.shared().app.store(),
+            store::Store::new(),
+        ))
+    }
+}
+
+/// What survives a restart of the real control plane: the node table (its database) and the
+/// token secret (its configuration), so tokens issued before the restart stay valid.
+pub struct Persisted(store::Store);
+
+impl Persisted {
+    /// Empties the node table, as a restart that lost the database but kept the secret: the
+    /// tokens issued before still verify, and heartbeats with them get 404 `Node not found`.
+    pub fn forget_nodes(&mut self) {
+        self.0.forget_nodes();
+    }
 }
 
 // Tests share one control plane between threads (e.g. an observer thread and the test body).

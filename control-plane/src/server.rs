@@ -237,13 +237,21 @@ impl Server {
         addr: impl ToSocketAddrs,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Server> {
+        Server::bind_app(addr, tls, App::new())
+    }
+
+    pub fn bind_app(
+        addr: impl ToSocketAddrs,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        app: App,
+    ) -> io::Result<Server> {
         // std sets SO_REUSEADDR on Unix, so a test can stop a server and start another on the
         // same port at once, despite connections in TIME_WAIT.
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let wake = listener.try_clone()?;
         let shared = Arc::new(Shared {
-            app: App::new(),
+            app,
             stop: StopSignal::default(),
             connections: Mutex::default(),
             workers: Mutex::default(),
