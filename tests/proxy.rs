@@ -161,7 +161,11 @@ fn proxy_credentials_reach_the_proxy_and_never_the_log() {
 fn a_dead_proxy_is_a_retried_failure() {
     let control_plane = ControlPlane::start();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut agent = Agent::start(&control_plane.url(), &[("http_proxy", &dead)]);
+    // At debug each attempt is logged, not only the first of a run of failures.
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("http_proxy", &dead), ("LOG_LEVEL", "debug")],
+    );
     agent.expect_line(
         "Failed to register with control plane: connection refused",
         WAIT,

@@ -57,21 +57,39 @@ fn forbidden_registers_again() {
 }
 
 #[test]
-fn two_server_errors_keep_ticking_three_register_again() {
+fn two_server_errors_keep_ticking_three_back_off_without_registering_again() {
     let control_plane = ControlPlane::start();
-    let mut agent = running_agent(&control_plane);
-    control_plane.fail_next(Endpoint::Heartbeat, 2, Fault::Status(503));
-    agent.expect_line("Heartbeat failed (1 in a row): HTTP 503", WAIT);
-    agent.expect_line("Heartbeat failed (2 in a row): HTTP 503", WAIT);
+    let mut agent = Agent::start(&control_plane.url(), &[("LOG_LEVEL", "debug")]);
     agent.expect_line("Heartbeat sent: ", WAIT);
-    assert_eq!(registrations(&control_plane.requests()).len(), 1);
+    control_plane.fail_next(Endpoint::Heartbeat, 2, Fault::Status(503));
+    let first = agent.expect_line("Heartbeat failed (1 in a row): HTTP 503", WAIT);
+    let second = agent.expect_line("Heartbeat failed (2 in a row): HTTP 503", WAIT);
+    // The same reason again is shown at debug only.
+    assert!(
+        first.contains(" WARN ") && second.contains(" DEBUG "),
+        "{second}"
+    );
+    agent.expect_line("Heartbeat accepted after ", WAIT);
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let requests = control_plane.requests();
+    let ticking = support::heartbeats(&requests);
+    // On the ticks (0.2 s apart), no backoff wait in between.
+    let gaps: Vec<Duration> = ticking.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap < Duration::from_millis(350)),
+        "{gaps:?}"
+    );
 
     control_plane.fail_next(Endpoint::Heartbeat, 3, Fault::Status(500));
     agent.expect_line("Heartbeat failed (3 in a row): HTTP 500", WAIT);
-    agent.expect_line("3 heartbeats failed in a row: registering again", WAIT);
-    agent.expect_line("Registered successfully", WAIT);
+    agent.expect_line(
+        "3 heartbeats failed in a row: trying again with backoff",
+        WAIT,
+    );
+    agent.expect_line("Next heartbeat attempt in ", WAIT);
+    agent.expect_line("Heartbeat accepted after ", WAIT);
     agent.expect_line("Heartbeat sent: ", WAIT);
-    assert_eq!(registrations(&control_plane.requests()).len(), 2);
+    assert_eq!(registrations(&control_plane.requests()).len(), 1);
 }
 
 #[test]
@@ -171,4 +189,140 @@ fn repeated_403_right_after_registering_is_called_a_configuration_problem() {
         "{line}"
     );
     agent.expect_line("Heartbeat sent: ", WAIT);
+}
+
+/// The `Authorization` header of the last heartbeat the control plane accepted.
+fn last_accepted_token(control_plane: &ControlPlane) -> String {
+    control_plane
+        .requests()
+        .iter()
+        .rev()
+        .find(|r| r.is_heartbeat() && r.status == 200)
+        .and_then(|r| r.header("authorization"))
+        .expect("an accepted heartbeat")
+        .to_string()
+}
+
+#[test]
+fn after_an_outage_with_the_database_kept_heartbeats_resume_with_the_same_token() {
+    let control_plane = ControlPlane::start();
+    let addr = control_plane.addr();
+    let mut agent = Agent::start(&control_plane.url(), &[("LOG_LEVEL", "debug")]);
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let token = last_accepted_token(&control_plane);
+    let state = control_plane.stop_keeping_state();
+    // Down for several heartbeats: three failures end the ticks, then a few attempts, each after
+    // a backoff wait announced at debug.
+    agent.expect_line("3 heartbeats failed in a row", WAIT);
+    agent.expect_line("attempt in ", WAIT);
+    agent.expect_line("attempt in ", WAIT);
+    let control_plane = ControlPlane::restart_on(addr, state).expect("the port is still free");
+    assert!(
+        control_plane.wait_until(WAIT, |r| count_heartbeats(r, 200) >= 3),
+        "no heartbeats after the restart; the agent said:\n{}",
+        agent.output()
+    );
+    let requests = control_plane.requests();
+    assert_eq!(
+        registrations(&requests).len(),
+        0,
+        "registered again although the control plane kept its database; the agent said:\n{}",
+        agent.output()
+    );
+    for heartbeat in support::heartbeats(&requests) {
+        assert_eq!(heartbeat.header("authorization"), Some(token.as_str()));
+    }
+    agent.expect_line("Heartbeat accepted after ", WAIT);
+}
+
+#[test]
+fn a_control_plane_back_without_its_database_gets_the_node_registered_again() {
+    let control_plane = ControlPlane::start();
+    let addr = control_plane.addr();
+    let mut agent = running_agent(&control_plane);
+    let mut state = control_plane.stop_keeping_state();
+    state.forget_nodes();
+    agent.expect_line("3 heartbeats failed in a row", WAIT);
+    let control_plane = ControlPlane::restart_on(addr, state).expect("the port is still free");
+    agent.expect_line(
+        "Heartbeat rejected (HTTP 404: Node not found): registering again",
+        WAIT,
+    );
+    agent.expect_line("Registered successfully", WAIT);
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let requests = control_plane.requests();
+    assert_eq!(registrations(&requests).len(), 1);
+    assert_eq!(control_plane.nodes().len(), 1);
+}
+
+#[test]
+fn a_token_that_expired_during_the_outage_registers_again_at_once() {
+    const TTL: Duration = Duration::from_secs(2);
+    let control_plane = ControlPlane::start();
+    control_plane.set_token_ttl(TTL);
+    let addr = control_plane.addr();
+    let mut agent = running_agent(&control_plane);
+    let registered_at = registrations(&control_plane.requests())[0].at;
+    let state = control_plane.stop_keeping_state();
+    agent.expect_line("3 heartbeats failed in a row", WAIT);
+    // The outage lasts past the token's expiry: that is the clock, not the agent.
+    if let Some(left) = (registered_at + TTL).checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left);
+    }
+    let control_plane = ControlPlane::restart_on(addr, state).expect("the port is still free");
+    agent.expect_line(
+        "Heartbeat rejected (HTTP 401: Invalid or expired token): registering again",
+        WAIT,
+    );
+    agent.expect_line("Registered successfully", WAIT);
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let requests = control_plane.requests();
+    // One heartbeat found the token expired; the registration came right after it, no wait.
+    assert_eq!(count_heartbeats(&requests, 401), 1);
+    assert!(requests[0].is_heartbeat() && requests[1].is_register());
+    assert!(requests[1].at - requests[0].at < Duration::from_millis(500));
+}
+
+/// At a 1 s interval an outage used to log 1 to 3 lines a second. Now: the first failure in full
+/// (and any new reason in full), the move to backoff, and one line when heartbeats get through
+/// again; each attempt only at debug.
+#[test]
+fn a_heartbeat_outage_logs_its_first_failure_and_its_end_not_every_attempt() {
+    const ATTEMPTS: usize = 12;
+    let control_plane = ControlPlane::start();
+    let addr = control_plane.addr();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("HEARTBEAT_INTERVAL", "1"), ("LOG_LEVEL", "debug")],
+    );
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let state = control_plane.stop_keeping_state();
+    // Each backoff wait is announced at debug: ATTEMPTS of them is an outage of about 6 to 12 s.
+    for _ in 0..ATTEMPTS {
+        agent.expect_line("attempt in ", WAIT);
+    }
+    let _control_plane = ControlPlane::restart_on(addr, state).expect("the port is still free");
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let output = agent.output();
+    let first = output
+        .find("Heartbeat failed (1 in a row)")
+        .expect("a first failure");
+    let outage = &output[output[..first].rfind('\n').map_or(0, |n| n + 1)..];
+    let mut problems = support::shown_at_info(outage, " WARN ");
+    problems.extend(support::shown_at_info(outage, " ERROR "));
+    assert!(
+        problems.len() <= 3,
+        "{ATTEMPTS} failed attempts gave {} warnings and errors at info:\n{outage}",
+        problems.len(),
+    );
+    let recovered = support::shown_at_info(outage, "Heartbeat accepted after ");
+    assert_eq!(recovered.len(), 1, "{outage}");
+    let recovered = recovered[0];
+    assert!(recovered.contains(" INFO "), "{recovered}");
+    let attempts: usize = recovered
+        .rsplit_once(" and ")
+        .and_then(|(_, tail)| tail.strip_suffix(" failed attempts"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of attempts: {recovered}"));
+    assert!(attempts >= ATTEMPTS, "{recovered}");
 }

@@ -52,6 +52,8 @@ fn storm_registrations_spread_over_the_backoff_window_and_all_get_in() {
                 &[
                     ("HEARTBEAT_INTERVAL", interval.as_str()),
                     ("NODE_NAME", name.as_str()),
+                    // Every failed attempt logged, not only the first of the run.
+                    ("LOG_LEVEL", "debug"),
                 ],
             )
         })

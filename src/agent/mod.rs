@@ -1,10 +1,12 @@
 //! The agent loop: register (retrying with backoff for as long as it takes), then send
-//! heartbeats on fixed ticks until the control plane loses the node or stops answering, then
-//! register again. It never returns; signals end the process (see `signals`).
+//! heartbeats on fixed ticks. When heartbeats stop getting through, keep trying them with
+//! backoff; register again only when the control plane rejects the node or its token. It never
+//! returns; signals end the process (see `signals`).
 
 use std::time::{Duration, Instant};
 
 mod backoff;
+mod repeated_failure;
 pub mod signals;
 mod ticks;
 
@@ -12,78 +14,70 @@ use miniserde::Serialize;
 
 use crate::config::Config;
 use crate::control_plane::protocol::{RegisterRequest, Registration};
-use crate::control_plane::{ControlPlane, Failure};
+use crate::control_plane::{ControlPlane, Failure, HeartbeatTarget};
 use crate::log::{self, Level, Value};
 use crate::node::{self, Capabilities, HeartbeatPayload, Sampler, round_tenth};
 use backoff::Backoff;
+use repeated_failure::{Elapsed, RepeatedFailure, Report};
 use ticks::Ticks;
 
-/// Heartbeats that may fail in a row before the agent registers again.
-const FAILURES_BEFORE_REREGISTERING: u32 = 3;
-
-/// Why the heartbeat loop handed back to registration.
-enum Lost {
-    /// 401, 403 or 404: register again at once.
-    Rejected(u16),
-    /// Several heartbeats in a row got no usable answer: register again after a backoff wait.
-    Unreachable,
-}
+/// Heartbeats that may fail in a row on the ticks before the agent takes the control plane for
+/// down and tries them with backoff instead.
+const FAILURES_BEFORE_BACKING_OFF: u32 = 3;
 
 pub fn run(config: &Config) -> ! {
     node::warn_if_container_view(&config.host);
     let client = ControlPlane::new(config);
     let mut sampler = Sampler::new(config.host.clone());
     let mut backoff = Backoff::new(config.heartbeat_interval);
-    let mut wait_first = false;
+    // Outlives registrations: heartbeats that failed until the control plane, back, rejected the
+    // node are still one run of failures, ended by the first heartbeat of the new registration.
+    let mut heartbeat_failures = RepeatedFailure::default();
     // 403s that came before any heartbeat was accepted, in a row: a fresh node ID refused.
     let mut forbidden_when_fresh = 0u32;
     loop {
-        let registration = register(config, &client, &mut backoff, &mut sampler, wait_first);
-        match heartbeat_until_lost(config, &client, &registration, &mut sampler) {
-            (Lost::Rejected(status), accepted) => {
-                wait_first = false;
-                forbidden_when_fresh = if status == 403 && accepted == 0 {
-                    forbidden_when_fresh + 1
-                } else {
-                    0
-                };
-                if forbidden_when_fresh >= 2 {
-                    error!(
-                        "The control plane refuses heartbeats for the node ID it has just issued (HTTP 403), {forbidden_when_fresh} times in a row: \
-                         CONTROL_PLANE_URL={} may reach several control planes that do not share their database or secret",
-                        client.url()
-                    );
-                }
-            }
-            (Lost::Unreachable, _) => {
-                wait_first = true;
-                forbidden_when_fresh = 0;
-            }
+        let registration = register(config, &client, &mut backoff, &mut sampler);
+        let (status, accepted) = heartbeat_until_rejected(
+            config,
+            &client,
+            &registration,
+            &mut sampler,
+            &mut backoff,
+            &mut heartbeat_failures,
+        );
+        forbidden_when_fresh = if status == 403 && accepted == 0 {
+            forbidden_when_fresh + 1
+        } else {
+            0
+        };
+        if forbidden_when_fresh >= 2 {
+            error!(
+                "The control plane refuses heartbeats for the node ID it has just issued (HTTP 403), {forbidden_when_fresh} times in a row: \
+                 CONTROL_PLANE_URL={} may reach several control planes that do not share their database or secret",
+                client.url()
+            );
         }
     }
 }
 
-/// Registers, retrying until the control plane accepts. With `wait_first`, a backoff wait comes
-/// before the first attempt too, so that a fleet that just lost its control plane does not
-/// return all at once.
+/// Registers, retrying with backoff until the control plane accepts.
 fn register(
     config: &Config,
     client: &ControlPlane,
     backoff: &mut Backoff,
     sampler: &mut Sampler,
-    wait_first: bool,
 ) -> Registration {
+    let mut failures = RepeatedFailure::default();
     let mut attempt = 0;
-    if wait_first {
-        std::thread::sleep(backoff.delay(attempt));
-        attempt += 1;
-    }
     let capabilities = loop {
+        let began = Instant::now();
         match node::detect(&config.host) {
             Ok(capabilities) => break capabilities,
             Err(error) => {
-                error!(
-                    "Failed to register with control plane: cannot read the node's capabilities: {error}"
+                registration_failed(
+                    &mut failures,
+                    began,
+                    &format!("cannot read the node's capabilities: {error}"),
                 );
                 std::thread::sleep(backoff.delay(attempt));
                 attempt += 1;
@@ -102,6 +96,7 @@ fn register(
         agent_version: crate::VERSION.to_string(),
     };
     loop {
+        let began = Instant::now();
         let outcome = match node_ip(config) {
             Ok(ip) => {
                 request.ip = ip;
@@ -113,18 +108,34 @@ fn register(
         };
         match outcome {
             Ok(registration) => {
+                if let Some(recovery) = failures.succeeded(Instant::now()) {
+                    info!("Registration accepted after {recovery}");
+                }
                 info!("Registered successfully. Node ID: {}", registration.node_id);
                 sampler.restart();
                 return registration;
             }
             Err(failure) => {
-                error!("Failed to register with control plane: {failure}");
+                registration_failed(&mut failures, began, &failure.to_string());
                 let delay = backoff.delay(attempt);
                 crate::debug!("Next registration attempt in {:.1}s", delay.as_secs_f64());
                 std::thread::sleep(delay);
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+}
+
+/// `Failed to register with control plane: <reason>`, as operators grep for it, through
+/// `failures`.
+fn registration_failed(failures: &mut RepeatedFailure, began: Instant, reason: &str) {
+    match failures.failed(began, reason) {
+        Report::InFull => error!("Failed to register with control plane: {reason}"),
+        Report::StillFailing { attempts, for_ } => error!(
+            "Failed to register with control plane: still failing after {attempts} attempts ({}): {reason}",
+            Elapsed(for_)
+        ),
+        Report::Repeat => crate::debug!("Failed to register with control plane: {reason}"),
     }
 }
 
@@ -136,61 +147,125 @@ fn node_ip(config: &Config) -> std::io::Result<String> {
     }
 }
 
-/// Sends heartbeats until the control plane rejects the node or stops answering. Returns why,
-/// and how many heartbeats it accepted before that.
-fn heartbeat_until_lost(
+/// Sends heartbeats until the control plane rejects the node or its token (401, 403, 404).
+/// Returns that status, and how many heartbeats it accepted before.
+///
+/// Heartbeats go on fixed ticks. After `FAILURES_BEFORE_BACKING_OFF` in a row without an answer
+/// the next ones go after backoff waits instead, so that a fleet whose control plane is down
+/// spreads out, and the ticks start again from the first one that gets through. A control plane
+/// that restarted with its database takes the old token: no registration, no new token, no
+/// write per node.
+fn heartbeat_until_rejected(
     config: &Config,
     client: &ControlPlane,
     registration: &Registration,
     sampler: &mut Sampler,
-) -> (Lost, u64) {
+    backoff: &mut Backoff,
+    failures: &mut RepeatedFailure,
+) -> (u16, u64) {
     info!(
         "Starting heartbeat loop (interval: {}s)",
         config.heartbeat_interval.as_secs_f64()
     );
     let target = client.heartbeat_target(registration);
     let mut ticks = Ticks::new(Instant::now(), config.heartbeat_interval);
-    let mut failures = 0;
+    let mut unanswered = 0;
     let mut accepted = 0u64;
     loop {
-        let tick = ticks.wait();
-        if tick.skipped > 0 {
-            warn!(
-                "Skipped {} heartbeat(s): the previous one took longer than the interval",
-                tick.skipped
-            );
-        }
-        let payload = sampler.sample();
-        match client.heartbeat(&target, &payload) {
-            Ok(()) => {
-                failures = 0;
-                accepted += 1;
-                log_heartbeat(&payload);
-            }
-            Err(Failure::Rejected { status, detail }) => {
-                warn!("Heartbeat rejected (HTTP {status}: {detail}): registering again");
-                return (Lost::Rejected(status), accepted);
-            }
-            Err(Failure::Invalid { detail }) => {
-                error!(
-                    "The control plane could not read the heartbeat (HTTP 422), a bug in the agent: {detail}"
+        let tick = if unanswered < FAILURES_BEFORE_BACKING_OFF {
+            let tick = ticks.wait();
+            if tick.skipped > 0 {
+                warn!(
+                    "Skipped {} heartbeat(s): the previous one took longer than the interval",
+                    tick.skipped
                 );
             }
-            Err(Failure::Unavailable(reason)) => {
-                failures += 1;
-                warn!("Heartbeat failed ({failures} in a row): {reason}");
-                if failures >= FAILURES_BEFORE_REREGISTERING {
-                    warn!("{failures} heartbeats failed in a row: registering again");
-                    return (Lost::Unreachable, accepted);
+            Some(tick)
+        } else {
+            let delay = backoff.delay(unanswered - FAILURES_BEFORE_BACKING_OFF);
+            crate::debug!("Next heartbeat attempt in {:.1}s", delay.as_secs_f64());
+            std::thread::sleep(delay);
+            None
+        };
+        match send_heartbeat(client, &target, sampler, failures, unanswered) {
+            Ok(()) => accepted += 1,
+            Err(Failure::Rejected { status, detail }) => {
+                warn!("Heartbeat rejected (HTTP {status}: {detail}): registering again");
+                return (status, accepted);
+            }
+            Err(Failure::Invalid { .. }) => {}
+            Err(Failure::Unavailable(_)) => {
+                unanswered += 1;
+                if unanswered == FAILURES_BEFORE_BACKING_OFF {
+                    warn!(
+                        "{unanswered} heartbeats failed in a row: trying again with backoff; \
+                         registering again only if the control plane no longer knows the node"
+                    );
                 }
+                continue;
             }
         }
-        if let Some(late) =
+        // The control plane answered.
+        if unanswered >= FAILURES_BEFORE_BACKING_OFF {
+            ticks = Ticks::new(Instant::now(), config.heartbeat_interval);
+        }
+        unanswered = 0;
+        if let Some(late) = tick.and_then(|tick| {
             Instant::now().checked_duration_since(tick.deadline + config.heartbeat_interval)
-        {
+        }) {
             crate::debug!("Heartbeat ended {late:?} past the next deadline");
         }
     }
+}
+
+/// Sends one heartbeat and logs how it went, except a rejection, which the caller acts on.
+/// `unanswered` counts the heartbeats before it that got no answer.
+fn send_heartbeat(
+    client: &ControlPlane,
+    target: &HeartbeatTarget,
+    sampler: &mut Sampler,
+    failures: &mut RepeatedFailure,
+    unanswered: u32,
+) -> Result<(), Failure> {
+    let payload = sampler.sample();
+    let began = Instant::now();
+    let failure = match client.heartbeat(target, &payload) {
+        Ok(()) => {
+            if let Some(recovery) = failures.succeeded(Instant::now()) {
+                info!("Heartbeat accepted after {recovery}");
+            }
+            log_heartbeat(&payload);
+            return Ok(());
+        }
+        Err(rejected @ Failure::Rejected { .. }) => return Err(rejected),
+        Err(failure) => failure,
+    };
+    let (level, line) = match &failure {
+        Failure::Invalid { detail } => (
+            Level::Error,
+            format!(
+                "The control plane could not read the heartbeat (HTTP 422), a bug in the agent: {detail}"
+            ),
+        ),
+        _ => (
+            Level::Warn,
+            format!("Heartbeat failed ({} in a row): {failure}", unanswered + 1),
+        ),
+    };
+    let reason = failure.to_string();
+    match failures.failed(began, &reason) {
+        Report::InFull => log::event(level, format_args!("{line}"), &[]),
+        Report::StillFailing { attempts, for_ } => log::event(
+            level,
+            format_args!(
+                "Heartbeat failed: still failing after {attempts} attempts ({}): {reason}",
+                Elapsed(for_)
+            ),
+            &[],
+        ),
+        Report::Repeat => log::event(Level::Debug, format_args!("{line}"), &[]),
+    }
+    Err(failure)
 }
 
 /// `Heartbeat sent: CPU 15.2%, Mem 45.3%, Disk 450000 MB free`, as operators grep for it.

@@ -200,6 +200,16 @@ pub fn count_heartbeats(requests: &[Request], status: u16) -> usize {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The lines of a text-format log that contain `needle` and that the default level (`info`)
+/// shows: everything but DEBUG. Lets a test run the agent at `debug`, to see each attempt, and
+/// still count what an operator sees.
+pub fn shown_at_info<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .filter(|line| line.contains(needle) && line.split_whitespace().nth(1) != Some("DEBUG"))
+        .collect()
+}
+
 /// The node's figures by the definitions of ../shared/metrics.md, computed here independently of
 /// the agent's code.
 pub mod node {
