@@ -35,8 +35,9 @@ fn private_ca_is_trusted_by_ip_and_by_name() {
 fn untrusted_server_is_refused_and_retried() {
     let ca = Ca::new("unknown CA");
     let control_plane = ControlPlane::start_tls(&ca.server(&["127.0.0.1"]));
-    // Mozilla's roots do not include the test CA.
-    let mut agent = Agent::start(&control_plane.url(), &[]);
+    // Mozilla's roots do not include the test CA. At debug, each attempt is logged, not only
+    // the first of a run of failures.
+    let mut agent = Agent::start(&control_plane.url(), &[("LOG_LEVEL", "debug")]);
     let expected = "Failed to register with control plane: TLS: the control plane's certificate is not signed by a trusted CA (unknown issuer)";
     agent.expect_line(expected, WAIT);
     agent.expect_line(expected, WAIT);
