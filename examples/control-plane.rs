@@ -40,9 +40,7 @@ use control_plane::ControlPlane;
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 fn usage() -> String {
-    format!(
-        "usage: control-plane [--listen ADDR] [--without-channel]   (default {DEFAULT_LISTEN})"
-    )
+    format!("usage: control-plane [--listen ADDR] [--without-channel]   (default {DEFAULT_LISTEN})")
 }
 
 /// `--listen ADDR` or `--listen=ADDR`, and `--without-channel`; nothing else. Returns the
