@@ -64,11 +64,7 @@ pub fn get(socket: &Path, target: &str, timeout: Duration) -> Result<Vec<u8>, Er
     stream
         .set_write_timeout(Some(remaining()?))
         .map_err(Error::Io)?;
-    // Connection: close lets an answer without framing end at the end of the connection.
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: miaas-agent/{}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
-        crate::VERSION
-    );
+    let request = request_head("GET", target, &[], None);
     stream
         .write_all(request.as_bytes())
         .map_err(timed_out_or_io)?;
@@ -90,16 +86,86 @@ pub fn get(socket: &Path, target: &str, timeout: Duration) -> Result<Vec<u8>, Er
         received.extend_from_slice(&chunk[..read]);
         match parse(&received, ended, BODY_CAP)? {
             Some(body) => return Ok(body),
-            None if ended => return Err(Error::Malformed("the connection ended mid-answer")),
             None if received.len() > received_cap => return Err(Error::TooLarge),
             None => {}
         }
     }
 }
 
+/// The head of a request to the engine. `Connection: close` lets an answer without framing end
+/// at the end of the connection, and each exchange has a connection of its own. `headers` come
+/// after the fixed ones; `content` is the body's type and length, when it has one.
+pub fn request_head(
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    content: Option<(&str, usize)>,
+) -> String {
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: miaas-agent/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+        crate::VERSION
+    );
+    if let Some((content_type, length)) = content {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        ));
+    }
+    for (name, value) in headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// The body, once `received` holds a whole 2xx answer; `None` while more is needed. `ended`
 /// says the engine closed the connection, which ends a body that has no other framing.
 pub fn parse(received: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec<u8>>, Error> {
+    let Some(head) = parse_head(received)? else {
+        return if ended {
+            Err(Error::Malformed("the connection ended mid-answer"))
+        } else {
+            Ok(None)
+        };
+    };
+    if !(200..300).contains(&head.status) {
+        return Err(Error::Status(head.status));
+    }
+    let mut decoder = Body::new(head.framing, body_cap as u64)?;
+    let mut body = Vec::new();
+    decoder.decode(&received[head.size..], &mut body)?;
+    if decoder.is_done() {
+        return Ok(Some(body));
+    }
+    if ended {
+        decoder.end()?;
+        return Ok(Some(body));
+    }
+    Ok(None)
+}
+
+/// A status line and headers, as far as the agent reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Head {
+    pub status: u16,
+    pub framing: Framing,
+    /// Bytes of the head, its blank line included: the body starts there.
+    pub size: usize,
+}
+
+/// How the end of a body is found (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+    /// No framing: the body ends with the connection.
+    UntilClose,
+}
+
+/// The head, once `received` holds all of it; `None` while more is needed.
+pub fn parse_head(received: &[u8]) -> Result<Option<Head>, Error> {
     let Some(head_end) = find(received, b"\r\n\r\n") else {
         if received.len() > HEAD_CAP {
             return Err(Error::TooLarge);
@@ -118,7 +184,7 @@ pub fn parse(received: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec
             .ok_or(Error::Malformed("a header line without a colon"))?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            let length: usize = value
+            let length: u64 = value
                 .parse()
                 .map_err(|_| Error::Malformed("a Content-Length that is not a number"))?;
             if content_length.is_some_and(|earlier| earlier != length) {
@@ -133,24 +199,20 @@ pub fn parse(received: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec
                 .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
         }
     }
-    if !(200..300).contains(&status) {
-        return Err(Error::Status(status));
-    }
-    let body = &received[head_end + 4..];
-    if status == 204 {
-        return Ok(Some(Vec::new()));
-    }
-    if chunked {
-        return dechunk(body, ended, body_cap);
-    }
-    match content_length {
-        Some(length) if length > body_cap => Err(Error::TooLarge),
-        Some(length) if body.len() >= length => Ok(Some(body[..length].to_vec())),
-        Some(_) => Ok(None),
-        None if body.len() > body_cap => Err(Error::TooLarge),
-        None if ended => Ok(Some(body.to_vec())),
-        None => Ok(None),
-    }
+    let framing = if status == 204 || status == 304 || status < 200 {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(length) = content_length {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some(Head {
+        status,
+        framing,
+        size: head_end + 4,
+    }))
 }
 
 /// `HTTP/1.1 200 OK` → 200.
@@ -167,49 +229,172 @@ fn status_code(line: &str) -> Result<u16, Error> {
         .ok_or(Error::Malformed("no status code"))
 }
 
-/// Decodes a chunked body: `<hex size>[;ext]\r\n<data>\r\n` … `0\r\n[trailers]\r\n`.
-fn dechunk(mut rest: &[u8], ended: bool, body_cap: usize) -> Result<Option<Vec<u8>>, Error> {
-    let mut body = Vec::new();
-    loop {
-        let Some(line_end) = find(rest, b"\r\n") else {
-            if rest.len() > 1024 {
-                return Err(Error::Malformed("a chunk-size line longer than 1 KiB"));
-            }
-            return Ok(None);
+/// The longest chunk-size line (with extensions) read.
+const CHUNK_LINE_CAP: usize = 1024;
+
+/// A body decoded as it arrives, whatever its framing: bytes go in as they were received, the
+/// body's bytes come out. It holds no buffer of its own: what it cannot use yet (part of a
+/// chunk-size line) it leaves to be offered again with more bytes after it, and that is
+/// bounded, so a reader's buffer never grows beyond a read and a line.
+#[derive(Debug)]
+pub struct Body {
+    state: BodyState,
+    /// Body bytes produced so far, and the most there may be.
+    produced: u64,
+    limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BodyState {
+    Length {
+        left: u64,
+    },
+    UntilClose,
+    /// Expecting `<hex size>[;ext]\r\n`.
+    ChunkSize,
+    ChunkData {
+        left: u64,
+    },
+    /// Expecting the CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailer fields (not used) up to a blank line.
+    Trailers,
+    Done,
+}
+
+impl Body {
+    /// A body of at most `limit` bytes (`u64::MAX` for a stream); one announced as longer is
+    /// refused before any of it is read.
+    pub fn new(framing: Framing, limit: u64) -> Result<Body, Error> {
+        let state = match framing {
+            Framing::Length(length) if length > limit => return Err(Error::TooLarge),
+            Framing::Length(0) => BodyState::Done,
+            Framing::Length(length) => BodyState::Length { left: length },
+            Framing::Chunked => BodyState::ChunkSize,
+            Framing::UntilClose => BodyState::UntilClose,
         };
-        let size_text = rest[..line_end]
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default();
-        let size_text = std::str::from_utf8(size_text)
-            .ok()
-            .map(str::trim)
-            .filter(|text| !text.is_empty() && text.len() <= 16)
-            .ok_or(Error::Malformed("a chunk size that is not a hex number"))?;
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| Error::Malformed("a chunk size that is not a hex number"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            // Trailer fields are not used; the body is complete at the blank line that ends
-            // them, or when the engine closes the connection after the last chunk.
-            return if rest.starts_with(b"\r\n") || find(rest, b"\r\n\r\n").is_some() || ended {
-                Ok(Some(body))
-            } else {
-                Ok(None)
-            };
-        }
-        if size > body_cap - body.len().min(body_cap) {
-            return Err(Error::TooLarge);
-        }
-        if rest.len() < size + 2 {
-            return Ok(None);
-        }
-        if &rest[size..size + 2] != b"\r\n" {
-            return Err(Error::Malformed("a chunk not followed by CRLF"));
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        Ok(Body {
+            state,
+            produced: 0,
+            limit,
+        })
     }
+
+    /// Decodes what it can of `input`, appending the body's bytes to `out`; returns how many
+    /// bytes of `input` it used. The rest must be offered again, with more after it.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Error> {
+        let mut used = 0;
+        loop {
+            let rest = &input[used..];
+            match self.state {
+                BodyState::Done => return Ok(used),
+                BodyState::Length { left } | BodyState::ChunkData { left } => {
+                    if rest.is_empty() {
+                        return Ok(used);
+                    }
+                    let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    out.extend_from_slice(&rest[..take]);
+                    used += take;
+                    self.produced += take as u64;
+                    let left = left - take as u64;
+                    self.state = match self.state {
+                        BodyState::Length { .. } if left == 0 => BodyState::Done,
+                        BodyState::Length { .. } => BodyState::Length { left },
+                        _ if left == 0 => BodyState::ChunkEnd,
+                        _ => BodyState::ChunkData { left },
+                    };
+                }
+                BodyState::UntilClose => {
+                    if self.produced + rest.len() as u64 > self.limit {
+                        return Err(Error::TooLarge);
+                    }
+                    out.extend_from_slice(rest);
+                    self.produced += rest.len() as u64;
+                    return Ok(input.len());
+                }
+                BodyState::ChunkSize => {
+                    let Some(line_end) = find(rest, b"\r\n") else {
+                        if rest.len() > CHUNK_LINE_CAP {
+                            return Err(Error::Malformed("a chunk-size line longer than 1 KiB"));
+                        }
+                        return Ok(used);
+                    };
+                    let size = chunk_size(&rest[..line_end])?;
+                    used += line_end + 2;
+                    self.state = if size == 0 {
+                        BodyState::Trailers
+                    } else if size > self.limit - self.produced {
+                        return Err(Error::TooLarge);
+                    } else {
+                        BodyState::ChunkData { left: size }
+                    };
+                }
+                BodyState::ChunkEnd => {
+                    if rest.len() < 2 {
+                        return Ok(used);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(Error::Malformed("a chunk not followed by CRLF"));
+                    }
+                    used += 2;
+                    self.state = BodyState::ChunkSize;
+                }
+                BodyState::Trailers => {
+                    if rest.starts_with(b"\r\n") {
+                        used += 2;
+                    } else if let Some(end) = find(rest, b"\r\n\r\n") {
+                        used += end + 4;
+                    } else if rest.len() > HEAD_CAP {
+                        return Err(Error::TooLarge);
+                    } else {
+                        return Ok(used);
+                    }
+                    self.state = BodyState::Done;
+                }
+            }
+        }
+    }
+
+    /// Lowers the most there may be to `limit`; a body announced as longer is refused now.
+    #[cfg(feature = "deploy")]
+    pub fn cap(&mut self, limit: u64) -> Result<(), Error> {
+        self.limit = self.limit.min(limit);
+        match self.state {
+            BodyState::Length { left } if left > self.limit.saturating_sub(self.produced) => {
+                Err(Error::TooLarge)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the whole body has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// The engine closed the connection: that ends a body without framing, and a chunked one
+    /// after its last chunk (trailers are not used); anything else was cut short.
+    pub fn end(&mut self) -> Result<(), Error> {
+        match self.state {
+            BodyState::Done | BodyState::UntilClose | BodyState::Trailers => {
+                self.state = BodyState::Done;
+                Ok(())
+            }
+            _ => Err(Error::Malformed("the connection ended mid-answer")),
+        }
+    }
+}
+
+/// `1a;name=value` → 26.
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
+    let size_text = std::str::from_utf8(size_text)
+        .ok()
+        .map(str::trim)
+        .filter(|text| !text.is_empty() && text.len() <= 16)
+        .ok_or(Error::Malformed("a chunk size that is not a hex number"))?;
+    u64::from_str_radix(size_text, 16)
+        .map_err(|_| Error::Malformed("a chunk size that is not a hex number"))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -247,6 +432,29 @@ mod tests {
         assert_eq!(text(parse(trailers.as_bytes(), false, 64)), "x");
         let unfinished = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab";
         assert!(parse(unfinished.as_bytes(), false, 64).unwrap().is_none());
+    }
+
+    /// The decoder as a reader drives it: bytes offered as they arrive, what it did not use
+    /// offered again with the next ones, and never more than a line of them held back.
+    #[test]
+    fn a_body_decodes_the_same_however_it_is_cut() {
+        let chunked = b"3;ext=1\r\n[1,\r\nA\r\n2,3,4,5,6]\r\n0\r\nX-T: 1\r\n\r\nafter";
+        for step in 1..chunked.len() {
+            let mut body = Body::new(Framing::Chunked, 64).unwrap();
+            let (mut held, mut out) = (Vec::new(), Vec::new());
+            for slice in chunked.chunks(step) {
+                held.extend_from_slice(slice);
+                let used = body.decode(&held, &mut out).unwrap();
+                held.drain(..used);
+                assert!(held.len() <= step + 16, "held {held:?}");
+            }
+            assert!(body.is_done(), "step {step}");
+            assert_eq!(out, b"[1,2,3,4,5,6]");
+        }
+        let mut body = Body::new(Framing::Length(3), 64).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(body.decode(b"ab", &mut out).unwrap(), 2);
+        assert!(body.end().is_err(), "a body cut short is an error");
     }
 
     #[test]

@@ -1,10 +1,42 @@
 //! The node's container engine, through the Docker Engine API on its unix socket. Docker and
 //! podman (`podman system service`) both serve it. One place knows where the engine is and
-//! whether it answers; the node report asks it for its version and its running containers.
+//! whether it answers; the node report asks it for its version and its running containers
+//! (blocking, bounded, on the heartbeat's thread); with the `deploy` feature, `EngineClient`
+//! speaks the rest of the API asynchronously for deployments and logs. Both use one HTTP/1.1
+//! codec (`http`).
 
 mod containers;
 mod http;
 mod socket;
+
+#[cfg(feature = "deploy")]
+mod client;
+#[cfg(feature = "deploy")]
+mod error;
+#[cfg(feature = "deploy")]
+mod exchange;
+#[cfg(all(test, feature = "deploy"))]
+mod fake_engine;
+#[cfg(feature = "deploy")]
+mod logs;
+#[cfg(feature = "deploy")]
+mod objects;
+#[cfg(feature = "deploy")]
+mod pull;
+#[cfg(feature = "deploy")]
+pub mod tar;
+
+#[cfg(feature = "deploy")]
+pub use client::{DEFAULT_TIMEOUT, EngineClient, JSON_CAP};
+#[cfg(feature = "deploy")]
+pub use error::EngineError;
+#[cfg(feature = "deploy")]
+pub use logs::{LogOptions, LogPiece, LogSource, LogStream};
+#[cfg(feature = "deploy")]
+pub use objects::{
+    CONFIG_HASH_LABEL, ContainerDetails, ContainerSummary, Created, EngineVersion, ImageDetails,
+    Labels, Network, PullProgress, Volume,
+};
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};

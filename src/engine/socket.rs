@@ -14,6 +14,15 @@ use nix::sys::socket::{
 /// fails at once with EAGAIN instead. The stream it returns blocks again (with the caller's
 /// timeouts) for reads and writes.
 pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    let stream = connect_nonblocking(path)?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Connects as `connect` does, and leaves the stream non-blocking, as async-io wants it. A unix
+/// socket's connect completes or fails at once: there is no connect in progress to wait for.
+#[cfg(feature = "deploy")]
+pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let address = UnixAddr::new(path).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -27,9 +36,7 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
         None,
     )?;
     connect_fd(std::os::fd::AsRawFd::as_raw_fd(&socket), &address)?;
-    let stream = UnixStream::from(socket);
-    stream.set_nonblocking(false)?;
-    Ok(stream)
+    Ok(UnixStream::from(socket))
 }
 
 #[cfg(test)]
