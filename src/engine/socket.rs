@@ -21,7 +21,6 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
 
 /// Connects as `connect` does, and leaves the stream non-blocking, as async-io wants it. A unix
 /// socket's connect completes or fails at once: there is no connect in progress to wait for.
-#[cfg(feature = "deploy")]
 pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let address = UnixAddr::new(path).map_err(|_| {
         io::Error::new(

@@ -69,3 +69,68 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+impl Podman {
+    /// Starts `podman system service` on `<dir>/podman.sock` and waits (20 s at most) for its
+    /// socket; the path, or why not. Its containers.conf sets the default ulimits (on the build
+    /// machines podman cannot apply its own defaults to a container created through the API:
+    /// "error setting rlimit type 7") and keeps the networks it creates under the scratch
+    /// directory (rootful podman keeps them in /etc/containers/networks, shared by every test
+    /// and left behind by a failed one).
+    pub fn start_service(&mut self) -> Result<PathBuf, String> {
+        let conf = self.dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [network]\nnetwork_config_dir = \"{}\"\n",
+                self.dir.join("networks").display()
+            ),
+        )
+        .unwrap();
+        let socket = self.dir.join("podman.sock");
+        let service = self
+            .command()
+            .env("CONTAINERS_CONF", &conf)
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| format!("cannot start podman's service: {error}"))?;
+        self.service = Some(service);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("`podman system service` did not open its socket within 20 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(socket)
+    }
+
+    /// Builds `tag`, a `FROM scratch` image holding Debian's static busybox as `/busybox`.
+    pub fn build_busybox_image(&self, tag: &str) -> Result<(), String> {
+        let context = self.dir.join("busybox-context");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::copy("/bin/busybox", context.join("busybox"))
+            .map_err(|error| format!("no /bin/busybox (Debian's busybox-static): {error}"))?;
+        std::fs::write(
+            context.join("Containerfile"),
+            "FROM scratch\nCOPY busybox /busybox\n",
+        )
+        .unwrap();
+        let output = self.output(&[
+            "build",
+            "--isolation",
+            "chroot",
+            "--tag",
+            tag,
+            context.to_str().unwrap(),
+        ]);
+        if !output.status.success() {
+            return Err(format!("`podman build` failed:\n{}", text(&output)));
+        }
+        Ok(())
+    }
+}
