@@ -1,6 +1,7 @@
 //! miaas-agent: the MIaaS node agent.
 //!
-//! The data path, one module each, each importing only those before it: `log` and `text` →
+//! The data path, one module each, each importing only those before it: `log`, `text` and
+//! `backoff` →
 //! settings (`config`) → the container engine (`engine`) → the node's figures (`node`) → the
 //! control plane's client and wire format (`control_plane`) → the agent loop (`agent`) → the
 //! program (`program`: arguments, `--once`, start-up lines).
@@ -8,6 +9,8 @@
 #[macro_use]
 pub mod log;
 pub mod text;
+
+pub mod backoff;
 
 pub mod agent;
 pub mod config;

@@ -5,19 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-mod backoff;
 mod repeated_failure;
 pub mod signals;
 mod ticks;
 
 use miniserde::Serialize;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::control_plane::protocol::{RegisterRequest, Registration};
 use crate::control_plane::{ControlPlane, Failure, HeartbeatTarget};
 use crate::log::{self, Level, Value};
 use crate::node::{self, Capabilities, HeartbeatPayload, Sampler, round_tenth};
-use backoff::Backoff;
 use repeated_failure::{Elapsed, RepeatedFailure, Report};
 use ticks::Ticks;
 

@@ -81,6 +81,21 @@ impl ControlPlaneUrl {
         format!("{self}{path}")
     }
 
+    /// The request target of an API path: the base path and `path`, for a request line.
+    pub fn request_target(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// The `Host` header's value: the host as written (IPv6 in brackets), and the port when the
+    /// URL names one.
+    pub fn host_header(&self) -> String {
+        if self.explicit_port {
+            format!("{}:{}", self.host, self.port)
+        } else {
+            self.host.clone()
+        }
+    }
+
     /// Whether the control plane is on this machine's loopback, where a plain-HTTP token cannot
     /// be read off the wire.
     pub fn is_loopback(&self) -> bool {
@@ -173,6 +188,10 @@ mod tests {
         let url = ControlPlaneUrl::parse("http://[::1]:9000").unwrap();
         assert_eq!((url.host(), url.port()), ("::1", 9000));
         assert_eq!(url.to_string(), "http://[::1]:9000");
+        assert_eq!(url.host_header(), "[::1]:9000");
+        let url = ControlPlaneUrl::parse("https://cp.example.com/miaas/").unwrap();
+        assert_eq!(url.host_header(), "cp.example.com");
+        assert_eq!(url.request_target("/api/v1/x"), "/miaas/api/v1/x");
         assert!(url.is_loopback());
     }
 

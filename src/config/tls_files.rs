@@ -55,6 +55,16 @@ impl TlsFiles {
         self.client.is_some()
     }
 
+    /// The certificates of `CA_CERT`, which replace Mozilla's roots; `None` means Mozilla's.
+    pub fn ca_certificates(&self) -> Option<&[Certificate<'static>]> {
+        self.roots.as_deref().map(Vec::as_slice)
+    }
+
+    /// The chain and key of `CLIENT_CERT` and `CLIENT_KEY`, for mutual TLS.
+    pub fn client_cert(&self) -> Option<&ClientCert> {
+        self.client.as_ref()
+    }
+
     pub fn ureq_config(&self) -> TlsConfig {
         TlsConfig::builder()
             .root_certs(match &self.roots {

@@ -2,12 +2,17 @@
 
 /// A TLS failure in an operator's words, if `error` is one.
 pub fn describe(error: &ureq::Error) -> Option<String> {
-    use rustls::{AlertDescription, CertificateError, Error as TlsError};
     let tls_error = match error {
         ureq::Error::Rustls(error) => error,
-        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<TlsError>()?,
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>()?,
         _ => return None,
     };
+    Some(describe_rustls(tls_error))
+}
+
+/// A rustls failure in an operator's words, `TLS: …`.
+pub fn describe_rustls(tls_error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error as TlsError};
     let what = match tls_error {
         TlsError::InvalidCertificate(reason) => match reason {
             CertificateError::UnknownIssuer => {
@@ -31,5 +36,5 @@ pub fn describe(error: &ureq::Error) -> Option<String> {
         }
         other => format!("{other}"),
     };
-    Some(format!("TLS: {what}"))
+    format!("TLS: {what}")
 }

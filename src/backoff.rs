@@ -1,5 +1,6 @@
-//! Waits between registration attempts: exponential, capped, with full jitter, so that a fleet
-//! which lost its control plane does not come back in lock-step.
+//! Waits between attempts to reach the control plane (registrations, and dials of the node
+//! channel): exponential, capped, with full jitter, so that a fleet which lost its control plane
+//! does not come back in lock-step.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -1,0 +1,109 @@
+//! The queues to the channel's writer, bounded so that a slow link cannot grow memory.
+//!
+//! Two lanes: statuses (and `log_end`, `error`), which must never be dropped — their producers
+//! wait for room, and the writer always takes them first — and log lines, which are offered and
+//! refused when the lane is full: the log streamer counts what it could not send and reports it
+//! as a `… N lines dropped …` line once there is room again.
+
+use async_channel::{Receiver, Sender, TrySendError};
+
+use super::messages::{DeploymentStatus, ErrorReport, LogEnd, LogLine, Up};
+
+/// Statuses, `log_end` and `error` messages waiting for the writer.
+pub const PRIORITY_CAPACITY: usize = 64;
+/// Log lines waiting for the writer. A line is at most 16 KiB of text, so the lane holds at most
+/// about 2 MiB.
+pub const LOG_CAPACITY: usize = 128;
+
+/// The producers' end: cheap to clone, one per deployment task or log stream.
+#[derive(Clone, Debug)]
+pub struct Uplink {
+    priority: Sender<Up>,
+    logs: Sender<Up>,
+}
+
+/// The writer's end.
+#[derive(Debug)]
+pub(super) struct UpQueues {
+    pub priority: Receiver<Up>,
+    pub logs: Receiver<Up>,
+}
+
+pub(super) fn queues(log_capacity: usize) -> (Uplink, UpQueues) {
+    let (priority, priority_out) = async_channel::bounded(PRIORITY_CAPACITY);
+    let (logs, logs_out) = async_channel::bounded(log_capacity.max(1));
+    (
+        Uplink { priority, logs },
+        UpQueues {
+            priority: priority_out,
+            logs: logs_out,
+        },
+    )
+}
+
+impl Uplink {
+    /// Sends a deployment's status; waits while the lane is full, never drops it. Statuses
+    /// queued while the channel is down are sent after the next `hello`.
+    pub async fn status(&self, status: DeploymentStatus) {
+        self.priority_send(Up::Status(status)).await;
+    }
+
+    /// Ends a log stream; never dropped.
+    pub async fn log_end(&self, end: LogEnd) {
+        self.priority_send(Up::LogEnd(end)).await;
+    }
+
+    /// Reports a command the agent could not act on; never dropped.
+    pub async fn error(&self, report: ErrorReport) {
+        self.priority_send(Up::Error(report)).await;
+    }
+
+    async fn priority_send(&self, message: Up) {
+        // Closed only when the channel thread is gone, when there is no one to tell.
+        let _ = self.priority.send(message).await;
+    }
+
+    /// Offers a log line. `Err` gives it back when the lane is full (the link is slower than the
+    /// container): the caller counts it as dropped.
+    pub fn try_log(&self, line: LogLine) -> Result<(), LogLine> {
+        match self.logs.try_send(Up::Log(line)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Up::Log(line)) | TrySendError::Closed(Up::Log(line))) => {
+                Err(line)
+            }
+            Err(_) => unreachable!("only log lines are sent on this lane"),
+        }
+    }
+
+    /// Log lines waiting for the writer now.
+    pub fn queued_logs(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// The most log lines that can wait.
+    pub fn log_capacity(&self) -> usize {
+        self.logs.capacity().unwrap_or(0)
+    }
+}
+
+impl UpQueues {
+    /// The next message to write: a priority one if any waits, else a log line.
+    pub async fn next(&self) -> Option<Up> {
+        if let Ok(message) = self.priority.try_recv() {
+            return Some(message);
+        }
+        let priority = async { self.priority.recv().await.ok() };
+        let logs = async { self.logs.recv().await.ok() };
+        // `or` polls the first future first: statuses that arrive together with log lines win.
+        futures_lite::future::or(priority, logs).await
+    }
+
+    /// Forgets the log lines of a connection that ended: their streams end with it.
+    pub fn drop_logs(&self) -> usize {
+        let mut dropped = 0;
+        while self.logs.try_recv().is_ok() {
+            dropped += 1;
+        }
+        dropped
+    }
+}
