@@ -39,6 +39,27 @@ fn warn_about_transport(config: &config::Config) {
     }
 }
 
+/// Says once, at start-up, whether the agent runs deployments, and if not, why.
+fn tell_deployments(config: &config::Config) {
+    use config::Deployments;
+    let host = config.control_plane_url.host();
+    match config.deployments {
+        // The deploy executor is the next step: until it exists this build does not dial the
+        // node channel, so that no deploy is ever answered with a made-up result.
+        Deployments::On => {
+            info!("Deployments: on; this build cannot run them yet, so the node channel stays closed")
+        }
+        Deployments::OnOverPlainHttp => warn!(
+            "Deployments: on over plain http:// to {host} (ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes): anyone on the path can start privileged containers on this node; this build cannot run them yet, so the node channel stays closed"
+        ),
+        Deployments::TurnedOff => info!("Deployments: off (DEPLOYMENTS=off)"),
+        Deployments::OffOverPlainHttp => warn!(
+            "Deployments: off: CONTROL_PLANE_URL is plain http:// to {host}, where anyone on the path could start privileged containers on this node; use https://, or set ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes to accept that risk"
+        ),
+        Deployments::NotBuilt => info!("Deployments: off (built without the `deploy` feature)"),
+    }
+}
+
 /// The whole program: reads the settings, then runs the agent (which only a signal ends), or
 /// answers `--once`, `--help` or `--version`.
 pub fn main() -> ExitCode {
@@ -69,6 +90,7 @@ pub fn main() -> ExitCode {
             }
             info!("Starting MIaaS agent...");
             warn_about_transport(&config);
+            tell_deployments(&config);
             debug!(
                 "miaas-agent {}: control plane {}, node name {:?}, host paths {:?}",
                 crate::VERSION,
@@ -76,7 +98,7 @@ pub fn main() -> ExitCode {
                 config.node_name,
                 config.host
             );
-            agent::run(&config)
+            agent::run(&config, &control_plane::Registrations::new())
         }
     }
 }

@@ -14,7 +14,7 @@ use miniserde::Serialize;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::control_plane::protocol::{RegisterRequest, Registration};
-use crate::control_plane::{ControlPlane, Failure, HeartbeatTarget};
+use crate::control_plane::{ControlPlane, Failure, HeartbeatTarget, Registrations};
 use crate::log::{self, Level, Value};
 use crate::node::{self, Capabilities, HeartbeatPayload, Sampler, round_tenth};
 use repeated_failure::{Elapsed, RepeatedFailure, Report};
@@ -24,7 +24,9 @@ use ticks::Ticks;
 /// down and tries them with backoff instead.
 const FAILURES_BEFORE_BACKING_OFF: u32 = 3;
 
-pub fn run(config: &Config) -> ! {
+/// Runs the loop; each registration and each accepted heartbeat is published to
+/// `registrations` (the node channel's cue), which never makes the loop wait.
+pub fn run(config: &Config, registrations: &Registrations) -> ! {
     node::warn_if_container_view(&config.host);
     let client = ControlPlane::new(config);
     let mut sampler = Sampler::new(config.host.clone());
@@ -36,6 +38,7 @@ pub fn run(config: &Config) -> ! {
     let mut forbidden_when_fresh = 0u32;
     loop {
         let registration = register(config, &client, &mut backoff, &mut sampler);
+        registrations.published(&registration);
         let (status, accepted) = heartbeat_until_rejected(
             config,
             &client,
@@ -43,6 +46,7 @@ pub fn run(config: &Config) -> ! {
             &mut sampler,
             &mut backoff,
             &mut heartbeat_failures,
+            registrations,
         );
         forbidden_when_fresh = if status == 403 && accepted == 0 {
             forbidden_when_fresh + 1
@@ -161,6 +165,7 @@ fn heartbeat_until_rejected(
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     failures: &mut RepeatedFailure,
+    registrations: &Registrations,
 ) -> (u16, u64) {
     info!(
         "Starting heartbeat loop (interval: {}s)",
@@ -187,7 +192,10 @@ fn heartbeat_until_rejected(
             None
         };
         match send_heartbeat(client, &target, sampler, failures, unanswered) {
-            Ok(()) => accepted += 1,
+            Ok(()) => {
+                accepted += 1;
+                registrations.heartbeat_accepted();
+            }
             Err(Failure::Rejected { status, detail }) => {
                 warn!("Heartbeat rejected (HTTP {status}: {detail}): registering again");
                 return (status, accepted);

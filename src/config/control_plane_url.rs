@@ -189,10 +189,10 @@ mod tests {
         assert_eq!((url.host(), url.port()), ("::1", 9000));
         assert_eq!(url.to_string(), "http://[::1]:9000");
         assert_eq!(url.host_header(), "[::1]:9000");
+        assert!(url.is_loopback());
         let url = ControlPlaneUrl::parse("https://cp.example.com/miaas/").unwrap();
         assert_eq!(url.host_header(), "cp.example.com");
         assert_eq!(url.request_target("/api/v1/x"), "/miaas/api/v1/x");
-        assert!(url.is_loopback());
     }
 
     #[test]

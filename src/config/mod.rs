@@ -25,6 +25,29 @@ use crate::log::{Format, Level};
 
 /// Whether this build can speak HTTPS.
 pub const HTTPS_SUPPORTED: bool = cfg!(feature = "tls");
+/// Whether this build has the node channel, and so can run deployments.
+pub const DEPLOYMENTS_SUPPORTED: bool = cfg!(feature = "deploy");
+
+/// Whether the agent runs what the control plane deploys, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployments {
+    On,
+    /// On over plain `http://` to a host off this machine: `ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes`.
+    OnOverPlainHttp,
+    /// `DEPLOYMENTS=off`.
+    TurnedOff,
+    /// Plain `http://` to a host off this machine, and not allowed: whoever is on the path could
+    /// start containers on the node.
+    OffOverPlainHttp,
+    /// A build without the `deploy` feature.
+    NotBuilt,
+}
+
+impl Deployments {
+    pub fn enabled(self) -> bool {
+        matches!(self, Deployments::On | Deployments::OnOverPlainHttp)
+    }
+}
 
 /// Everything the agent was told to do.
 #[derive(Clone, Debug)]
@@ -54,6 +77,10 @@ pub struct Config {
     /// The proxy to the control plane, chosen from `https_proxy`, `http_proxy`, `all_proxy` and
     /// `no_proxy` as curl chooses. Default: none.
     pub proxy: Option<ProxyChoice>,
+    /// Whether to run what the control plane deploys (`DEPLOYMENTS`, and
+    /// `ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP` for plain `http://` off this machine). Default: on in
+    /// builds with the `deploy` feature unless the URL is plain `http://` to another host.
+    pub deployments: Deployments,
 }
 
 impl Config {
@@ -143,6 +170,14 @@ struct Flags {
     /// PEM file of the client certificate's private key [env CLIENT_KEY, default none]
     #[argh(option)]
     client_key: Option<String>,
+
+    /// on or off: run what the control plane deploys, over the node channel [env DEPLOYMENTS, default on in builds with the deploy feature, else off]
+    #[argh(option)]
+    deployments: Option<String>,
+
+    /// yes or no: allow deployments over a plain http:// control plane URL to another host, where anyone on the path can start privileged containers on this node [env ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP, default no]
+    #[argh(option)]
+    allow_deployments_over_plain_http: Option<String>,
 
     /// print the detected capabilities and one metrics sample as JSON, then exit (no network)
     #[argh(switch)]
@@ -353,6 +388,17 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         )));
     }
 
+    let deployments = deployments(
+        pick(flags.deployments, "deployments", "DEPLOYMENTS", env),
+        pick(
+            flags.allow_deployments_over_plain_http,
+            "allow-deployments-over-plain-http",
+            "ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP",
+            env,
+        ),
+        &control_plane_url,
+    )?;
+
     Ok(Config {
         control_plane_url,
         heartbeat_interval,
@@ -364,6 +410,41 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         #[cfg(feature = "tls")]
         tls,
         proxy,
+        deployments,
+    })
+}
+
+fn deployments(
+    setting: Option<Raw>,
+    allow_plain_http: Option<Raw>,
+    url: &ControlPlaneUrl,
+) -> Result<Deployments, ConfigError> {
+    let wanted = match &setting {
+        None => DEPLOYMENTS_SUPPORTED,
+        Some(raw) => match raw.value.to_ascii_lowercase().as_str() {
+            "on" if DEPLOYMENTS_SUPPORTED => true,
+            "on" => {
+                return Err(invalid(raw, "needs an agent built with the `deploy` feature"));
+            }
+            "off" => false,
+            _ => return Err(invalid(raw, "must be on or off")),
+        },
+    };
+    let allowed = match &allow_plain_http {
+        None => false,
+        Some(raw) => match raw.value.to_ascii_lowercase().as_str() {
+            "yes" => true,
+            "no" => false,
+            _ => return Err(invalid(raw, "must be yes or no")),
+        },
+    };
+    let plain_off_machine = url.scheme() == Scheme::Http && !url.is_loopback();
+    Ok(match (wanted, plain_off_machine, allowed) {
+        (false, _, _) if setting.is_none() => Deployments::NotBuilt,
+        (false, _, _) => Deployments::TurnedOff,
+        (true, false, _) => Deployments::On,
+        (true, true, true) => Deployments::OnOverPlainHttp,
+        (true, true, false) => Deployments::OffOverPlainHttp,
     })
 }
 
@@ -577,6 +658,46 @@ mod tests {
     }
 
     #[test]
+    fn deployments_setting() {
+        let deployments =
+            |vars: &[(&str, &str)]| config(&[], vars).deployments;
+        let https = ("CONTROL_PLANE_URL", "https://cp.example.com");
+        let plain = ("CONTROL_PLANE_URL", "http://cp.example.com");
+        if DEPLOYMENTS_SUPPORTED {
+            assert_eq!(deployments(&[https]), Deployments::On);
+            assert_eq!(deployments(&[]), Deployments::On, "loopback over http");
+            assert_eq!(deployments(&[plain]), Deployments::OffOverPlainHttp);
+            assert_eq!(
+                deployments(&[plain, ("ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP", "yes")]),
+                Deployments::OnOverPlainHttp
+            );
+            assert_eq!(
+                deployments(&[plain, ("DEPLOYMENTS", "on")]),
+                Deployments::OffOverPlainHttp,
+                "DEPLOYMENTS=on alone does not allow plain http"
+            );
+        } else {
+            assert_eq!(deployments(&[https]), Deployments::NotBuilt);
+            assert!(
+                error(&[], &[("DEPLOYMENTS", "on")])
+                    .starts_with("invalid DEPLOYMENTS=\"on\": needs an agent built with")
+            );
+        }
+        assert_eq!(
+            deployments(&[https, ("DEPLOYMENTS", "OFF")]),
+            Deployments::TurnedOff
+        );
+        assert!(
+            error(&[], &[("DEPLOYMENTS", "maybe")])
+                .starts_with("invalid DEPLOYMENTS=\"maybe\": must be on or off")
+        );
+        assert!(
+            error(&["--allow-deployments-over-plain-http", "sure"], &[])
+                .starts_with("invalid --allow-deployments-over-plain-http=\"sure\": must be yes or no")
+        );
+    }
+
+    #[test]
     fn help_lists_each_variable_and_version_prints() {
         let Ok(Invocation::Print(help)) = parse_with(&["--help"], &[]) else {
             panic!("no help")
@@ -589,6 +710,8 @@ mod tests {
             "LOG_LEVEL",
             "LOG_FORMAT",
             "DOCKER_HOST",
+            "DEPLOYMENTS",
+            "ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP",
         ] {
             assert!(help.contains(variable), "{variable} missing from --help");
         }

@@ -425,7 +425,7 @@ mod tests {
         // The example of RFC 6455, section 1.3.
         assert_eq!(
             accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaK2EjpKmoC8Uo8y4Q="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
