@@ -3,88 +3,9 @@
 
 mod support;
 
-use std::io::{BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
-
+use support::connect_proxy::ConnectProxy;
 use support::pki::{Ca, scratch_dir, write};
 use support::{Agent, ControlPlane, WAIT, free_port};
-
-/// A CONNECT proxy on 127.0.0.1 that records each request head it gets and tunnels the bytes.
-struct ConnectProxy {
-    port: u16,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl ConnectProxy {
-    fn start() -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&heads);
-        thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let recorded = Arc::clone(&recorded);
-                thread::spawn(move || tunnel(client, &recorded));
-            }
-        });
-        ConnectProxy { port, heads }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-fn tunnel(client: TcpStream, recorded: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let Some(head) = support::read_request_head(&mut reader) else {
-        return;
-    };
-    recorded.lock().unwrap().push(head.clone());
-    let mut client = client;
-    let Some(target) = head
-        .strip_prefix("CONNECT ")
-        .and_then(|rest| rest.split(' ').next())
-    else {
-        let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n");
-        return;
-    };
-    // Only loopback targets: this proxy exists for tests on this machine.
-    assert!(
-        target.starts_with("127.0.0.1:") || target.starts_with("localhost:"),
-        "{target}"
-    );
-    let Ok(upstream) = TcpStream::connect(target) else {
-        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
-        return;
-    };
-    client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .unwrap();
-    let buffered = reader.buffer().to_vec();
-    let mut up_writer = upstream.try_clone().unwrap();
-    up_writer.write_all(&buffered).unwrap();
-    let mut up_reader = upstream;
-    let mut client_writer = client.try_clone().unwrap();
-    let forward = thread::spawn(move || {
-        let _ = std::io::copy(&mut reader.into_inner(), &mut up_writer);
-        let _ = up_writer.shutdown(std::net::Shutdown::Write);
-    });
-    let mut buffer = [0u8; 16 * 1024];
-    while let Ok(n) = up_reader.read(&mut buffer) {
-        if n == 0 || client_writer.write_all(&buffer[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = client_writer.shutdown(std::net::Shutdown::Write);
-    let _ = forward.join();
-}
 
 #[test]
 fn http_proxy_carries_registration_and_heartbeats() {
@@ -137,7 +58,7 @@ fn upper_case_and_all_proxy_count_and_no_proxy_bypasses() {
 fn proxy_credentials_reach_the_proxy_and_never_the_log() {
     let control_plane = ControlPlane::start();
     let proxy = ConnectProxy::start();
-    let with_credentials = format!("http://agent:s3cret-pw@127.0.0.1:{}", proxy.port);
+    let with_credentials = format!("http://agent:s3cret-pw@127.0.0.1:{}", proxy.port());
     let mut agent = Agent::start(
         &control_plane.url(),
         &[("http_proxy", &with_credentials), ("LOG_LEVEL", "debug")],
@@ -152,7 +73,7 @@ fn proxy_credentials_reach_the_proxy_and_never_the_log() {
     let output = agent.output();
     assert!(!output.contains("s3cret"), "{output}");
     assert!(
-        output.contains(&format!("http://…@127.0.0.1:{}", proxy.port)),
+        output.contains(&format!("http://…@127.0.0.1:{}", proxy.port())),
         "{output}"
     );
 }

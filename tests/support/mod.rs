@@ -1,6 +1,7 @@
 //! Runs the real agent binary and reads what it logs.
 #![allow(dead_code)]
 
+pub mod connect_proxy;
 pub mod pki;
 pub mod podman;
 

@@ -364,8 +364,8 @@ async fn supervise(
                     crate::debug!("Node channel: still none (HTTP {status})");
                 } else {
                     info!(
-                        "The control plane has no node channel (HTTP {status} while it accepts heartbeats): deployments off; trying again every {} minutes",
-                        (timing.no_channel_retry.as_secs_f64() / 60.0).max(0.0)
+                        "The control plane has no node channel (HTTP {status} while it accepts heartbeats): deployments off; trying again every {}",
+                        for_people(timing.no_channel_retry)
                     );
                     said_no_channel = true;
                 }
@@ -385,6 +385,16 @@ async fn supervise(
                 current = retry_later(shared, &mut backoff, &mut attempt, current, &why).await;
             }
         }
+    }
+}
+
+/// `10 minutes`, `0.8 s`.
+fn for_people(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds >= 120.0 {
+        format!("{} minutes", (seconds / 60.0).round())
+    } else {
+        format!("{seconds:.1} s")
     }
 }
 
