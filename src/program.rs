@@ -47,7 +47,9 @@ fn tell_deployments(config: &config::Config) {
         // The deploy executor is the next step: until it exists this build does not dial the
         // node channel, so that no deploy is ever answered with a made-up result.
         Deployments::On => {
-            info!("Deployments: on; this build cannot run them yet, so the node channel stays closed")
+            info!(
+                "Deployments: on; this build cannot run them yet, so the node channel stays closed"
+            )
         }
         Deployments::OnOverPlainHttp => warn!(
             "Deployments: on over plain http:// to {host} (ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes): anyone on the path can start privileged containers on this node; this build cannot run them yet, so the node channel stays closed"

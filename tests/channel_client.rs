@@ -203,10 +203,7 @@ fn upgrade_carries_the_token_and_hello_comes_first() {
     let server = Server::start(None);
     let registrations = Registrations::new();
     let url = format!("{}/base", server.url("http"));
-    let (_channel, _endpoints) = start(
-        settings(&url, TlsFiles::default(), None),
-        &registrations,
-    );
+    let (_channel, _endpoints) = start(settings(&url, TlsFiles::default(), None), &registrations);
     // Nothing is dialed before a registration.
     server.expect_quiet(Duration::from_millis(300));
     registrations.published(&registration("node-1", "token-1"));
@@ -317,10 +314,7 @@ fn tls_with_a_private_ca() {
     let server = Server::start(Some(server_tls(&ca, None)));
     let registrations = Registrations::new();
     let files = tls_files(&scratch_dir(), &ca, None);
-    let (_channel, _endpoints) = start(
-        settings(&server.url("https"), files, None),
-        &registrations,
-    );
+    let (_channel, _endpoints) = start(settings(&server.url("https"), files, None), &registrations);
     registrations.published(&registration("node-1", "token-1"));
     let mut socket = server.next().accept();
     assert_eq!(next_text(&mut socket)["type"], "hello");
@@ -333,10 +327,7 @@ fn tls_refuses_a_server_its_roots_do_not_trust() {
     let server = Server::start(Some(server_tls(&ca, None)));
     let registrations = Registrations::new();
     let files = tls_files(&scratch_dir(), &other, None);
-    let (channel, _endpoints) = start(
-        settings(&server.url("https"), files, None),
-        &registrations,
-    );
+    let (channel, _endpoints) = start(settings(&server.url("https"), files, None), &registrations);
     registrations.published(&registration("node-1", "token-1"));
     // The server sees no request head (the handshake fails), and the channel retries.
     server.expect_quiet(Duration::from_millis(500));
@@ -350,10 +341,7 @@ fn mutual_tls() {
     let server = Server::start(Some(server_tls(&ca, Some(&client_ca))));
     let registrations = Registrations::new();
     let files = tls_files(&scratch_dir(), &ca, Some(&client_ca));
-    let (_channel, _endpoints) = start(
-        settings(&server.url("https"), files, None),
-        &registrations,
-    );
+    let (_channel, _endpoints) = start(settings(&server.url("https"), files, None), &registrations);
     registrations.published(&registration("node-1", "token-1"));
     let mut socket = server.next().accept();
     assert_eq!(next_text(&mut socket)["type"], "hello");
@@ -480,7 +468,11 @@ fn not_found_while_heartbeats_are_accepted_means_no_channel_tried_again_later() 
     // Still no channel: a new registration (a lost node) dials at once with its token.
     registrations.published(&registration("node-9", "token-9"));
     let fresh = server.next();
-    assert!(fresh.head.contains("/api/v1/nodes/node-9/channel"), "{}", fresh.head);
+    assert!(
+        fresh.head.contains("/api/v1/nodes/node-9/channel"),
+        "{}",
+        fresh.head
+    );
     let mut socket = fresh.accept();
     assert_eq!(next_text(&mut socket)["node_id"], "node-9");
     wait_for_state(&channel, ChannelState::Open);
@@ -514,7 +506,10 @@ fn down_messages_become_commands_and_what_cannot_be_read_is_answered() {
         .unwrap();
     match endpoints.commands.recv_blocking().unwrap() {
         Command::Deploy(deploy) => {
-            assert_eq!((deploy.deployment_id.as_str(), deploy.generation), ("deploy-123", 4));
+            assert_eq!(
+                (deploy.deployment_id.as_str(), deploy.generation),
+                ("deploy-123", 4)
+            );
             assert_eq!(deploy.env["PASSWORD"].expose(), "hunter2");
         }
         other => panic!("{other:?}"),
@@ -535,7 +530,9 @@ fn down_messages_become_commands_and_what_cannot_be_read_is_answered() {
     );
 
     socket
-        .send(Message::text(r#"{"type":"deploy","deployment_id":"d","generation":0}"#))
+        .send(Message::text(
+            r#"{"type":"deploy","deployment_id":"d","generation":0}"#,
+        ))
         .unwrap();
     let error = next_text(&mut socket);
     assert_eq!(error["about"], "deploy");
@@ -605,7 +602,13 @@ fn statuses_go_before_log_lines() {
     for n in 0..5 {
         endpoints
             .uplink
-            .try_log(LogLine::new("v", "db", "stdout", "t", format!("line {n}").as_bytes()))
+            .try_log(LogLine::new(
+                "v",
+                "db",
+                "stdout",
+                "t",
+                format!("line {n}").as_bytes(),
+            ))
             .unwrap();
     }
     futures_lite::future::block_on(endpoints.uplink.status(status("d", 1)));

@@ -424,7 +424,10 @@ fn deployments(
         Some(raw) => match raw.value.to_ascii_lowercase().as_str() {
             "on" if DEPLOYMENTS_SUPPORTED => true,
             "on" => {
-                return Err(invalid(raw, "needs an agent built with the `deploy` feature"));
+                return Err(invalid(
+                    raw,
+                    "needs an agent built with the `deploy` feature",
+                ));
             }
             "off" => false,
             _ => return Err(invalid(raw, "must be on or off")),
@@ -659,8 +662,7 @@ mod tests {
 
     #[test]
     fn deployments_setting() {
-        let deployments =
-            |vars: &[(&str, &str)]| config(&[], vars).deployments;
+        let deployments = |vars: &[(&str, &str)]| config(&[], vars).deployments;
         let https = ("CONTROL_PLANE_URL", "https://cp.example.com");
         let plain = ("CONTROL_PLANE_URL", "http://cp.example.com");
         if DEPLOYMENTS_SUPPORTED {
@@ -692,8 +694,9 @@ mod tests {
                 .starts_with("invalid DEPLOYMENTS=\"maybe\": must be on or off")
         );
         assert!(
-            error(&["--allow-deployments-over-plain-http", "sure"], &[])
-                .starts_with("invalid --allow-deployments-over-plain-http=\"sure\": must be yes or no")
+            error(&["--allow-deployments-over-plain-http", "sure"], &[]).starts_with(
+                "invalid --allow-deployments-over-plain-http=\"sure\": must be yes or no"
+            )
         );
     }
 

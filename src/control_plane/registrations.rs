@@ -44,7 +44,9 @@ impl Registrations {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding the lock; a poisoned one still holds consistent state.
-        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The heartbeat loop registered: the channel reopens with this node ID and token.
@@ -154,8 +156,10 @@ mod tests {
     }
 
     fn registration(id: &str) -> Registration {
-        parse_registration(&format!(r#"{{"node_id":"{id}","node_token":"secret-token"}}"#))
-            .unwrap()
+        parse_registration(&format!(
+            r#"{{"node_id":"{id}","node_token":"secret-token"}}"#
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -176,7 +180,10 @@ mod tests {
         let Poll::Ready(numbered) = waiting.as_mut().poll(&mut context) else {
             panic!("not ready after a registration")
         };
-        assert_eq!((numbered.number, numbered.registration.node_id.as_str()), (1, "n1"));
+        assert_eq!(
+            (numbered.number, numbered.registration.node_id.as_str()),
+            (1, "n1")
+        );
     }
 
     #[test]

@@ -84,4 +84,3 @@ fn tunnel(client: TcpStream, recorded: &Mutex<Vec<String>>) {
     let _ = client_writer.shutdown(std::net::Shutdown::Write);
     let _ = forward.join();
 }
-

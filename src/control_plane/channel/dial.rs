@@ -172,7 +172,8 @@ impl Dialer {
         let (head, rest) = read_head(&mut stream)
             .await
             .map_err(|reason| DialError::Failed(format!("proxy: {reason}")))?;
-        let answer = parse_head(&head).map_err(|reason| DialError::Failed(format!("proxy: {reason}")))?;
+        let answer =
+            parse_head(&head).map_err(|reason| DialError::Failed(format!("proxy: {reason}")))?;
         if !(200..300).contains(&answer.status) {
             return Err(DialError::Failed(format!(
                 "the proxy refused CONNECT to {target} (HTTP {}{})",
@@ -209,7 +210,10 @@ fn parse_proxy(choice: &ProxyChoice) -> Result<Proxy, String> {
         .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("{}: the proxy URL has no port", choice.variable))?;
     Ok(Proxy {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         port,
         over_tls: scheme == "https",
         authorization: credentials
@@ -233,7 +237,10 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let needs_lookup = bare.parse::<std::net::IpAddr>().is_err()
         && !bare.eq_ignore_ascii_case("localhost")
-        && !bare.to_ascii_lowercase().trim_end_matches('.').ends_with(".localhost");
+        && !bare
+            .to_ascii_lowercase()
+            .trim_end_matches('.')
+            .ends_with(".localhost");
     if !needs_lookup {
         return net::resolve(host, port);
     }
@@ -265,22 +272,29 @@ fn io_error(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::ConnectionReset => "connection reset".into(),
         io::ErrorKind::BrokenPipe => "the connection was closed while sending".into(),
-        io::ErrorKind::UnexpectedEof => "the connection closed before the answer was complete".into(),
+        io::ErrorKind::UnexpectedEof => {
+            "the connection closed before the answer was complete".into()
+        }
         _ => printable(&error.to_string(), 200),
     }
 }
 
 #[cfg(feature = "tls")]
 fn tls_error(error: &io::Error, what: &str) -> String {
-    let text = match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    let text = match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(tls) => super::super::tls_errors::describe_rustls(tls),
         None => format!("TLS: {}", io_error(error)),
     };
     if what == "control plane" {
         text
     } else {
-        text.replace("the control plane", "the proxy")
-            .replace("; set CA_CERT to its CA", "; CA_CERT must hold the proxy's CA too")
+        text.replace("the control plane", "the proxy").replace(
+            "; set CA_CERT to its CA",
+            "; CA_CERT must hold the proxy's CA too",
+        )
     }
 }
 
@@ -366,7 +380,10 @@ async fn read_head(stream: &mut Stream) -> Result<(Vec<u8>, Vec<u8>), String> {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let read = stream.read(&mut chunk).await.map_err(|error| io_error(&error))?;
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|error| io_error(&error))?;
         if read == 0 {
             return Err("the connection closed before an answer".into());
         }
@@ -441,8 +458,14 @@ mod tests {
             variable: "https_proxy",
         })
         .unwrap();
-        assert_eq!((proxy.host.as_str(), proxy.port, proxy.over_tls), ("::1", 3128, true));
-        assert_eq!(proxy.authorization.as_deref(), Some("Basic dXNlcjpzZWNyZXQ="));
+        assert_eq!(
+            (proxy.host.as_str(), proxy.port, proxy.over_tls),
+            ("::1", 3128, true)
+        );
+        assert_eq!(
+            proxy.authorization.as_deref(),
+            Some("Basic dXNlcjpzZWNyZXQ=")
+        );
         let plain = parse_proxy(&ProxyChoice {
             url: "http://p:8080".into(),
             variable: "http_proxy",
@@ -454,7 +477,8 @@ mod tests {
 
     #[test]
     fn heads_are_parsed() {
-        let head = parse_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\r\n").unwrap();
+        let head =
+            parse_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\r\n").unwrap();
         assert_eq!(head.status, 101);
         assert_eq!(head.headers[0], ("Upgrade".into(), "WebSocket".into()));
         assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());

@@ -644,10 +644,7 @@ mod tests {
                 stream_id: "v-17".into()
             }
         );
-        let long_stream = format!(
-            r#"{{"type":"logs_stop","stream_id":"{}"}}"#,
-            "s".repeat(65)
-        );
+        let long_stream = format!(r#"{{"type":"logs_stop","stream_id":"{}"}}"#, "s".repeat(65));
         assert!(refusal(&long_stream).message.starts_with("stream_id:"));
         assert_eq!(
             refusal(r#"{"type":"logs","stream_id":"v","deployment_id":"d","tail":10001}"#).message,
@@ -686,7 +683,10 @@ mod tests {
             }],
         });
         let text = status.to_json();
-        assert!(text.starts_with(r#"{"type":"status","deployment_id":"deploy-123""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"status","deployment_id":"deploy-123""#),
+            "{text}"
+        );
         assert!(text.contains(r#""status":"running""#));
         let value: Value = json::from_str(&text).unwrap();
         assert!(matches!(value, Value::Object(_)));
@@ -715,7 +715,14 @@ mod tests {
         let line = LogLine::new("v", "db", "stdout", "t", &long);
         assert!(line.text.len() <= MAX_LOG_TEXT_BYTES, "{}", line.text.len());
         assert!(line.text.ends_with(" bytes]"), "{}", &line.text[16_000..]);
-        let cut: usize = line.text.rsplit("cut: ").next().unwrap().trim_end_matches(" bytes]").parse().unwrap();
+        let cut: usize = line
+            .text
+            .rsplit("cut: ")
+            .next()
+            .unwrap()
+            .trim_end_matches(" bytes]")
+            .parse()
+            .unwrap();
         assert_eq!(line.text.find('…').unwrap() + cut, 100_000);
     }
 }

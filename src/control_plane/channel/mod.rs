@@ -317,7 +317,9 @@ async fn supervise(
                 let ended = session::run(upgraded, shared, current.number, hello).await;
                 let dropped = shared.queues.drop_logs();
                 let _ = shared.commands.try_send(Command::ChannelLost);
-                crate::debug!("Node channel: {dropped} queued log line(s) dropped with the connection");
+                crate::debug!(
+                    "Node channel: {dropped} queued log line(s) dropped with the connection"
+                );
                 if opened.elapsed() >= timing.ping_every {
                     attempt = 0;
                 }
@@ -327,10 +329,9 @@ async fn supervise(
                         attempt = 0;
                         continue;
                     }
-                    Ended::Dead => format!(
-                        "no pong for {} pings",
-                        timing.unanswered_pings_before_dead
-                    ),
+                    Ended::Dead => {
+                        format!("no pong for {} pings", timing.unanswered_pings_before_dead)
+                    }
                     Ended::TooLarge => format!(
                         "the control plane sent a message larger than {} MiB",
                         MAX_MESSAGE_BYTES / (1024 * 1024)
@@ -340,9 +341,7 @@ async fn supervise(
                 current = retry_later(shared, &mut backoff, &mut attempt, current, &why).await;
             }
             Err(DialError::Refused(status)) => {
-                warn!(
-                    "Node channel refused (HTTP {status}): waiting for the next registration"
-                );
+                warn!("Node channel refused (HTTP {status}): waiting for the next registration");
                 shared.set(ChannelState::Refused(status));
                 current = registrations.newer_than(current.number).await;
                 attempt = 0;
@@ -468,9 +467,9 @@ mod tls {
                 let key = PrivateKeyDer::try_from(client.private_key().der())
                     .map_err(|reason| format!("CLIENT_KEY: {reason}"))?
                     .clone_key();
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|error| format!("CLIENT_KEY cannot be used with CLIENT_CERT: {error}"))?
+                builder.with_client_auth_cert(chain, key).map_err(|error| {
+                    format!("CLIENT_KEY cannot be used with CLIENT_CERT: {error}")
+                })?
             }
         };
         Ok(Arc::new(config))

@@ -97,7 +97,9 @@ pub(super) async fn run(
                         .uplink
                         .error(ErrorReport {
                             about: "binary".into(),
-                            message: "binary frames are refused: every message is a JSON text frame".into(),
+                            message:
+                                "binary frames are refused: every message is a JSON text frame"
+                                    .into(),
                         })
                         .await;
                 }
@@ -122,7 +124,8 @@ pub(super) async fn run(
     let pinging = async {
         loop {
             Timer::after(shared.timing.ping_every).await;
-            if unanswered_pings.load(Ordering::Relaxed) >= shared.timing.unanswered_pings_before_dead
+            if unanswered_pings.load(Ordering::Relaxed)
+                >= shared.timing.unanswered_pings_before_dead
             {
                 return Ended::Dead;
             }
