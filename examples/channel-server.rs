@@ -73,7 +73,10 @@ fn serve(stream: TcpStream) {
             return;
         }
         let (status, answer) = if path.ends_with("/register") {
-            ("201 Created", r#"{"node_id":"idle-node","node_token":"idle-token"}"#)
+            (
+                "201 Created",
+                r#"{"node_id":"idle-node","node_token":"idle-token"}"#,
+            )
         } else {
             ("200 OK", r#"{"status":"ok"}"#)
         };
