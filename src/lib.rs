@@ -12,6 +12,8 @@ pub mod text;
 pub mod agent;
 pub mod config;
 pub mod control_plane;
+#[cfg(feature = "deploy")]
+pub mod deploy;
 pub mod engine;
 pub mod node;
 pub mod program;
