@@ -190,7 +190,11 @@ fn file_mode(node: &Node, path: &str) -> Result<u32> {
             u32::from_str_radix(digits, 8).ok()
         }
     };
-    parsed
-        .filter(|&m| m <= 0o7777)
-        .ok_or_else(|| error(path, node.line, format!("invalid file mode {text:?}")))
+    parsed.filter(|&m| m <= 0o7777).ok_or_else(|| {
+        error(
+            path,
+            node.line,
+            format!("invalid file mode {}", read::shown(node, &text)),
+        )
+    })
 }

@@ -29,7 +29,10 @@ pub fn duration(node: &Node, path: &str) -> Result<u64> {
         error(
             path,
             node.line,
-            format!("invalid duration {text:?} (e.g. 1m30s, 10s)"),
+            format!(
+                "invalid duration {} (e.g. 1m30s, 10s)",
+                read::shown(node, &text)
+            ),
         )
     })
 }

@@ -197,6 +197,7 @@ pub fn interpolate_tree(node: &mut Node, path: &str, env: &BTreeMap<String, Stri
             if text.contains('$') {
                 *text = substitute(text, env)
                     .map_err(|error| template_error(error, path, node.line))?;
+                node.interpolated = true;
             }
         }
         Value::Scalar(..) => {}

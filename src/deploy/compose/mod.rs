@@ -89,3 +89,6 @@ fn read_capped(path: &Path) -> Result<String, String> {
 pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
     dotenv::parse(text)
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,7 +97,20 @@ pub fn parse_list(node: &Node, path: &str) -> Result<Vec<Mount>> {
             let path = format!("{path}[{i}]");
             match &item.value {
                 Yaml::Map(_) => parse_long(item, &path),
-                _ => parse_short(&read::string(item, &path)?, item.line, &path),
+                _ => {
+                    let spec = read::string(item, &path)?;
+                    parse_short(&spec, item.line, &path).map_err(|mut error| {
+                        if item.interpolated {
+                            // The message quotes parts of the spec, which holds an env value.
+                            error.message = format!(
+                                "invalid volume {}: expected an absolute host path or a volume name, \
+                                 then an absolute target, then ro/rw",
+                                read::shown(item, &spec)
+                            );
+                        }
+                        error
+                    })
+                }
             }
         })
         .collect()

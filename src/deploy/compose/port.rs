@@ -57,7 +57,11 @@ pub fn parse_list(node: &Node, path: &str) -> Result<Vec<Port>> {
             _ => {
                 let text = read::string(item, &path)?;
                 ports.extend(parse_short(&text).map_err(|why| {
-                    error(&path, item.line, format!("invalid port {text:?}: {why}"))
+                    error(
+                        &path,
+                        item.line,
+                        format!("invalid port {}: {why}", read::shown(item, &text)),
+                    )
                 })?);
             }
         }
@@ -78,7 +82,7 @@ fn parse_long(node: &Node, path: &str) -> Result<Port> {
             return Err(error(
                 &path,
                 value.line,
-                format!("invalid published port {published:?}"),
+                format!("invalid published port {}", read::shown(value, published)),
             ));
         }
     }

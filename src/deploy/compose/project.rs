@@ -54,6 +54,14 @@ impl ComposeProject {
     /// Reads a rendered compose file with the deploy's `env` (interpolation only) for the
     /// deployment `deployment_id`. Nothing is created: this only reads and checks.
     pub fn load(text: &str, env: &BTreeMap<String, String>, deployment_id: &str) -> Result<Self> {
+        Self::load_unscrubbed(text, env, deployment_id).map_err(|error| scrub(error, env))
+    }
+
+    fn load_unscrubbed(
+        text: &str,
+        env: &BTreeMap<String, String>,
+        deployment_id: &str,
+    ) -> Result<Self> {
         let Some(mut root) = yaml::parse(text)? else {
             return Err(ComposeError::new("services", 0, "the file has no services"));
         };
@@ -379,6 +387,42 @@ impl ComposeProject {
             .build();
         json::pretty(&value)
     }
+}
+
+/// The last guard of the env's secrecy: errors quote values read from the file (an undefined
+/// network's name, a clashing port), and those may have come from `env` through interpolation.
+/// Sites that quote a whole value already hide interpolated ones (`read::shown`); here any env
+/// value still in the message is masked, everywhere when it has 4 characters or more, as a
+/// whole word when shorter (so that `1` does not mask the digit of every number).
+fn scrub(mut error: ComposeError, env: &BTreeMap<String, String>) -> ComposeError {
+    for value in env.values().filter(|v| !v.is_empty()) {
+        if value.chars().count() >= 4 {
+            error.message = error.message.replace(value.as_str(), "***");
+        } else {
+            error.message = replace_words(&error.message, value);
+        }
+    }
+    error
+}
+
+/// `text` with every occurrence of `word` not inside a longer word (of letters, digits and `_`)
+/// replaced by `***`.
+fn replace_words(text: &str, word: &str) -> String {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        let boundary_ok = !(is_word(before)
+            && word.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+            && !(is_word(after) && word.ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+        out.push_str(if boundary_ok { "***" } else { word });
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A top-level section (`volumes`, `networks`, `configs`): key → definition.

@@ -21,6 +21,16 @@ pub fn child(path: &str, key: &str) -> String {
     }
 }
 
+/// How an error shows a value read from `node`: quoted, unless it came through interpolation
+/// (it may then hold a secret of the deploy's env).
+pub fn shown(node: &Node, text: &str) -> String {
+    if node.interpolated {
+        "(a value interpolated from the deploy's env, not shown)".to_string()
+    } else {
+        format!("{text:?}")
+    }
+}
+
 /// A non-null scalar's text, whatever its YAML type (`image: 5` is the string "5").
 pub fn string(node: &Node, path: &str) -> Result<String> {
     match &node.value {

@@ -59,7 +59,7 @@ pub fn bytes(node: &Node, path: &str) -> Result<u64> {
         error(
             path,
             node.line,
-            format!("invalid size {text:?} (e.g. 512m, 1g)"),
+            format!("invalid size {} (e.g. 512m, 1g)", read::shown(node, &text)),
         )
     })
 }

@@ -409,7 +409,7 @@ fn extra_hosts(node: &Node, path: &str) -> Result<Vec<(String, String)>> {
                     return Err(error(
                         path,
                         node.line,
-                        format!("the extra host {host:?} has no address"),
+                        "an extra host has no address (host:address)",
                     ));
                 }
             },
@@ -461,13 +461,22 @@ fn devices(node: &Node, path: &str) -> Result<Vec<DeviceMapping>> {
                     target: target.to_string(),
                     permissions: permissions.to_string(),
                 },
-                _ => return Err(error(&path, item.line, format!("invalid device {text:?}"))),
+                _ => {
+                    return Err(error(
+                        &path,
+                        item.line,
+                        format!("invalid device {}", read::shown(item, &text)),
+                    ));
+                }
             };
             if !mapping.source.starts_with('/') {
                 return Err(error(
                     &path,
                     item.line,
-                    format!("the device {:?} must be an absolute path", mapping.source),
+                    format!(
+                        "the device {} must be an absolute path",
+                        read::shown(item, &mapping.source)
+                    ),
                 ));
             }
             Ok(mapping)

@@ -52,6 +52,9 @@ pub struct Node {
     /// 1-based line where the node starts.
     pub line: usize,
     pub value: Value,
+    /// The text came through interpolation: it may hold a value of the deploy's env, which an
+    /// error must never show (`read::shown`).
+    pub interpolated: bool,
 }
 
 impl Node {
@@ -216,6 +219,7 @@ impl Loader {
                 let node = Node {
                     line,
                     value: Value::Scalar(text.into_owned(), kind),
+                    interpolated: false,
                 };
                 self.complete(node, anchor)?;
             }
@@ -246,6 +250,7 @@ impl Loader {
                         Node {
                             line,
                             value: Value::Seq(items),
+                            interpolated: false,
                         },
                         anchor,
                     ),
@@ -375,6 +380,7 @@ fn merge(line: usize, entries: Vec<(Key, Node)>) -> Result<Node> {
     Ok(Node {
         line,
         value: Value::Map(explicit),
+        interpolated: false,
     })
 }
 
