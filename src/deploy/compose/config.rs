@@ -136,14 +136,12 @@ impl ConfigRef {
                     return Err(error(&path, item.line, "a config reference needs `source`"));
                 };
                 let target = fields.read("target", read::string)?;
-                if let Some(target) = &target {
-                    if !target.starts_with('/') {
-                        return Err(error(
-                            &read::child(&path, "target"),
-                            item.line,
-                            "the target must be an absolute path",
-                        ));
-                    }
+                if target.as_ref().is_some_and(|t| !t.starts_with('/')) {
+                    return Err(error(
+                        &read::child(&path, "target"),
+                        item.line,
+                        "the target must be an absolute path",
+                    ));
                 }
                 let reference = ConfigRef {
                     source,

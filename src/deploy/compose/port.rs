@@ -77,14 +77,14 @@ fn parse_long(node: &Node, path: &str) -> Result<Port> {
         None => return Err(error(path, node.line, "a port needs `target`")),
     };
     let published = fields.read("published", read::string)?;
-    if let (Some(published), Some((value, path))) = (&published, fields.get("published")) {
-        if parse_range(published).is_none() {
-            return Err(error(
-                &path,
-                value.line,
-                format!("invalid published port {}", read::shown(value, published)),
-            ));
-        }
+    if let (Some(published), Some((value, path))) = (&published, fields.get("published"))
+        && parse_range(published).is_none()
+    {
+        return Err(error(
+            &path,
+            value.line,
+            format!("invalid published port {}", read::shown(value, published)),
+        ));
     }
     let protocol = fields
         .read("protocol", read::string)?

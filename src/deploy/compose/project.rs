@@ -167,16 +167,13 @@ impl ComposeProject {
             for mount in &service.volumes {
                 if let (super::mount::MountKind::Volume { .. }, Some(source)) =
                     (&mount.kind, &mount.source)
+                    && !self.volumes.contains_key(source)
                 {
-                    if !self.volumes.contains_key(source) {
-                        return Err(error(
-                            &format!("{path}.volumes"),
-                            mount.line,
-                            format!(
-                                "the volume {source:?} is not defined in the top-level `volumes`"
-                            ),
-                        ));
-                    }
+                    return Err(error(
+                        &format!("{path}.volumes"),
+                        mount.line,
+                        format!("the volume {source:?} is not defined in the top-level `volumes`"),
+                    ));
                 }
             }
             for (network, (_, line)) in &service.networks {
@@ -415,9 +412,10 @@ fn replace_words(text: &str, word: &str) -> String {
         let before = rest[..at].chars().next_back();
         let after = rest[at + word.len()..].chars().next();
         out.push_str(&rest[..at]);
-        let boundary_ok = !(is_word(before)
-            && word.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
-            && !(is_word(after) && word.ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+        let word_char = |c: char| c.is_alphanumeric() || c == '_';
+        let joined_before = is_word(before) && word.starts_with(word_char);
+        let joined_after = is_word(after) && word.ends_with(word_char);
+        let boundary_ok = !joined_before && !joined_after;
         out.push_str(if boundary_ok { "***" } else { word });
         rest = &rest[at + word.len()..];
     }
