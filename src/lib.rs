@@ -15,6 +15,8 @@ pub mod backoff;
 pub mod agent;
 pub mod config;
 pub mod control_plane;
+#[cfg(feature = "deploy")]
+pub mod deploy;
 pub mod engine;
 pub mod node;
 pub mod program;
