@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --all-targets --workspace --target x86_64-unknown-linux-musl -- -D warnings
 
-# tests/cross.rs and tests/container.rs run what ships: the binaries scripts/build.sh makes.
+# The end-to-end tests run what ships: the binaries scripts/build.sh makes. MIAAS_AGENT_BIN is
+# the agent every end-to-end test starts (tests/support/mod.rs; under CI=true the tests refuse
+# to fall back to the debug build); tests/cross.rs and tests/container.rs take the others.
 bash scripts/build.sh
 export MIAAS_X86_64_BIN=$PWD/dist/x86_64-unknown-linux-musl/miaas-agent
+export MIAAS_AGENT_BIN=$MIAAS_X86_64_BIN
 export MIAAS_AARCH64_BIN=$PWD/dist/aarch64-unknown-linux-musl/miaas-agent
 export MIAAS_ARMV7_BIN=$PWD/dist/armv7-unknown-linux-gnueabihf/miaas-agent
 

@@ -3,8 +3,8 @@
 //!
 //! The binaries come from `scripts/build.sh`; `scripts/test.sh` builds them and names them in
 //! `MIAAS_X86_64_BIN`, `MIAAS_AARCH64_BIN` and `MIAAS_ARMV7_BIN`. A plain `cargo test` without
-//! those variables skips each check with a loud line, except in CI (`CI` set), where a missing
-//! variable fails.
+//! those variables skips each check with a loud line, and so do the empty-root checks without
+//! root, except in CI (`CI` set), where either fails.
 
 mod empty_root;
 mod support;
@@ -19,28 +19,33 @@ use std::time::Duration;
 use empty_root::EmptyRoot;
 use support::{Agent, ControlPlane, WAIT, count_heartbeats, heartbeats, registrations};
 
-/// The binary named by `variable`, or `None` (with a loud line) outside CI.
+/// The binary named by `variable`, or `None` after a skip notice (outside CI; in CI a missing
+/// variable fails).
 fn release_binary(variable: &str) -> Option<PathBuf> {
-    match std::env::var_os(variable) {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "{variable}={} is not a file (run scripts/build.sh)",
-                path.display()
-            );
-            Some(path)
-        }
-        None if std::env::var_os("CI").is_some() => {
-            panic!("{variable} is not set: in CI, scripts/test.sh must build and name it")
-        }
-        None => {
-            eprintln!(
-                "\n*** SKIPPED: {variable} is not set; run `bash scripts/test.sh` (or scripts/build.sh and set it) to test it ***\n"
-            );
-            None
-        }
+    let Some(path) = std::env::var_os(variable) else {
+        support::skip(&format!(
+            "{variable} is not set; run `bash scripts/test.sh` (or scripts/build.sh and set it) to test it"
+        ));
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "{variable}={} is not a file (run scripts/build.sh)",
+        path.display()
+    );
+    Some(path)
+}
+
+/// The binary named by `variable` where it can also be run alone in an empty root (new
+/// namespaces and chroot: root); else `None` after a skip notice (outside CI).
+fn empty_root_binary(variable: &str) -> Option<PathBuf> {
+    let binary = release_binary(variable)?;
+    if !empty_root::can_chroot() {
+        support::skip("cannot make namespaces or chroot here (needs root)");
+        return None;
     }
+    Some(binary)
 }
 
 /// The qemu-user emulator, which must exist when a foreign binary is to be tested.
@@ -148,21 +153,13 @@ enum Lookup {
 /// The armv7 build is static glibc, whose name lookups go through NSS. In an empty root (no
 /// nsswitch.conf, no libnss_*.so) a name other than localhost must still resolve, from
 /// /etc/hosts and through DNS; the aarch64 musl build is checked the same way.
-/// Returns false when the binary was not given (outside CI), so the caller skips its own checks.
-fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Lookup) -> bool {
-    let Some(binary) = release_binary(variable) else {
-        return false;
-    };
-    assert!(
-        empty_root::can_chroot(),
-        "cannot make namespaces or chroot here (needs root)"
-    );
+fn resolves_a_host_name_in_an_empty_root(binary: &Path, qemu: &str, lookup: Lookup) {
     let control_plane = ControlPlane::start();
     let kind = match lookup {
         Lookup::Hosts => "hosts",
         Lookup::Dns(_) => "dns",
     };
-    let root = EmptyRoot::new(&format!("resolve-{kind}-{qemu}"), &binary, None);
+    let root = EmptyRoot::new(&format!("resolve-{kind}-{qemu}"), binary, None);
     match lookup {
         Lookup::Hosts => root.add_etc_file("hosts", "127.0.0.1 control-plane.test\n"),
         Lookup::Dns(server) => root.add_etc_file("resolv.conf", &format!("nameserver {server}\n")),
@@ -181,46 +178,47 @@ fn resolves_a_host_name_in_an_empty_root(variable: &str, qemu: &str, lookup: Loo
     let registered = control_plane.wait_until(WAIT, |requests| !heartbeats(requests).is_empty());
     assert!(
         registered,
-        "{variable} did not reach control-plane.test from an empty root; it said:\n{}",
+        "{} did not reach control-plane.test from an empty root; it said:\n{}",
+        binary.display(),
         agent.output()
     );
-    true
 }
 
 #[test]
 fn armv7_static_glibc_resolves_names_from_etc_hosts_in_an_empty_root() {
-    resolves_a_host_name_in_an_empty_root("MIAAS_ARMV7_BIN", "qemu-arm-static", Lookup::Hosts);
+    if let Some(binary) = empty_root_binary("MIAAS_ARMV7_BIN") {
+        resolves_a_host_name_in_an_empty_root(&binary, "qemu-arm-static", Lookup::Hosts);
+    }
 }
 
 #[test]
 fn aarch64_musl_resolves_names_from_etc_hosts_in_an_empty_root() {
-    resolves_a_host_name_in_an_empty_root(
-        "MIAAS_AARCH64_BIN",
-        "qemu-aarch64-static",
-        Lookup::Hosts,
-    );
+    if let Some(binary) = empty_root_binary("MIAAS_AARCH64_BIN") {
+        resolves_a_host_name_in_an_empty_root(&binary, "qemu-aarch64-static", Lookup::Hosts);
+    }
 }
+
+// The DNS server binds port 53 (root) only once the test knows it can run: without root the
+// test skips rather than failing on the bind.
 
 #[test]
 fn armv7_static_glibc_resolves_names_through_dns_in_an_empty_root() {
-    let dns = DnsServer::start(53);
-    if resolves_a_host_name_in_an_empty_root(
-        "MIAAS_ARMV7_BIN",
-        "qemu-arm-static",
-        Lookup::Dns(dns.address),
-    ) {
+    if let Some(binary) = empty_root_binary("MIAAS_ARMV7_BIN") {
+        let dns = DnsServer::start(53);
+        resolves_a_host_name_in_an_empty_root(&binary, "qemu-arm-static", Lookup::Dns(dns.address));
         assert!(dns.answered() > 0, "the DNS server was never asked");
     }
 }
 
 #[test]
 fn aarch64_musl_resolves_names_through_dns_in_an_empty_root() {
-    let dns = DnsServer::start(54);
-    if resolves_a_host_name_in_an_empty_root(
-        "MIAAS_AARCH64_BIN",
-        "qemu-aarch64-static",
-        Lookup::Dns(dns.address),
-    ) {
+    if let Some(binary) = empty_root_binary("MIAAS_AARCH64_BIN") {
+        let dns = DnsServer::start(54);
+        resolves_a_host_name_in_an_empty_root(
+            &binary,
+            "qemu-aarch64-static",
+            Lookup::Dns(dns.address),
+        );
         assert!(dns.answered() > 0, "the DNS server was never asked");
     }
 }

@@ -268,14 +268,15 @@ fn install_script_installs_a_hardened_service_and_uninstalls_it() {
 }
 
 /// `systemd-analyze verify` on the unit, its ExecStart pointed into the temporary root (verify
-/// checks that the command exists). Skipped, loudly, where systemd is not installed.
+/// checks that the command exists). Skipped, loudly, where systemd is not installed, except in
+/// CI, where scripts/setup.sh installs it.
 fn systemd_analyze_verify(root: &Path, unit: &str) {
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("\n*** systemd-analyze is not installed: the unit is NOT verified ***\n");
+        support::skip("systemd-analyze is not installed: the unit is NOT verified");
         return;
     }
     let copy = root.join("miaas-agent.service");

@@ -129,26 +129,18 @@ fn control_plane_binary() -> PathBuf {
     binary
 }
 
-/// Outside CI a machine without root or iproute2 skips this test with a notice; CI runs as root
-/// with scripts/setup.sh done, so there a skip would hide a broken set-up and fails instead.
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "partition: cannot run in CI: {reason}"
-    );
-    eprintln!("partition: SKIPPED: {reason}");
-}
-
 #[test]
 fn partition_longer_than_the_request_timeout_heartbeats_resume() {
+    // Outside CI a machine without root or iproute2 skips this test with a notice; CI runs as
+    // root with scripts/setup.sh done, so there a skip would hide a broken set-up and fails.
     let Some(ip) = ip_binary() else {
-        skip("no `ip` command (install iproute2: scripts/setup.sh)");
+        support::skip("no `ip` command (install iproute2: scripts/setup.sh)");
         return;
     };
     let namespaces = match Namespaces::create(&ip) {
         Ok(namespaces) => namespaces,
         Err(reason) => {
-            skip(&format!(
+            support::skip(&format!(
                 "cannot create network namespaces here (needs root): {reason}"
             ));
             return;

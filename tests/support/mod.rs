@@ -5,7 +5,7 @@ pub mod connect_proxy;
 pub mod pki;
 pub mod podman;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -15,12 +15,48 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use control_plane::{ControlPlane, Endpoint, Fault, Request};
 
-/// The binary under test: `MIAAS_AGENT_BIN` if set (a cross-built or release binary), else the
-/// one cargo built for these tests.
+/// Whether these tests run in CI (`CI` set, as CI services set it, and not `false` or `0`): there
+/// no test may skip, since a skip would hide a broken set-up.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.as_str(), "" | "false" | "0"))
+}
+
+/// Says that the calling test skips the rest of its checks, and why, where the test runner shows
+/// it whatever it captures; in CI it fails the test instead. The caller returns afterwards.
+#[track_caller]
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    assert!(!in_ci(), "{test}: cannot skip in CI: {reason}");
+    // libtest captures what `eprintln!` prints and shows it only for a failing test; a write to
+    // the stderr handle itself is not captured, so the notice shows for a passing test too.
+    let notice = format!("\n*** SKIPPED {test}: {reason} ***\n\n");
+    let _ = std::io::stderr().write_all(notice.as_bytes());
+}
+
+/// The agent binary under test: `MIAAS_AGENT_BIN`, which scripts/test.sh sets to the static
+/// release build it has just made (the binary that ships); else, outside CI, the debug build
+/// cargo made for these tests. In CI the variable must be set: the tests run what ships.
 pub fn binary() -> PathBuf {
-    std::env::var_os("MIAAS_AGENT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_miaas-agent")))
+    match std::env::var_os("MIAAS_AGENT_BIN") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "MIAAS_AGENT_BIN={} is not a file (run scripts/build.sh)",
+                path.display()
+            );
+            path
+        }
+        None => {
+            assert!(
+                !in_ci(),
+                "MIAAS_AGENT_BIN is not set: in CI the end-to-end tests run the static release \
+                 build, which scripts/test.sh builds and names"
+            );
+            PathBuf::from(env!("CARGO_BIN_EXE_miaas-agent"))
+        }
+    }
 }
 
 /// A command for the agent with an empty environment, so nothing from the test runner's
@@ -127,6 +163,26 @@ impl Agent {
             self.seen.push(line);
         }
         self.seen.join("\n")
+    }
+
+    /// Kills the agent and returns every line it logged, to the end of its output: a line
+    /// that is not there was never written.
+    pub fn stop_and_output(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The readers end at the end of the pipes and drop their senders.
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => return self.seen.join("\n"),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        panic!(
+            "the agent's output did not end within {WAIT:?} of its death:\n{}",
+            self.seen.join("\n")
+        );
     }
 
     pub fn signal(&self, signal: &str) {
