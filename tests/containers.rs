@@ -186,13 +186,18 @@ fn engine_answering_in_chunks() {
 
 /// The engine's trouble costs each heartbeat at most the 1 s exchange (the registration at most
 /// the 3 s version exchange): heartbeats keep coming, with `[]`, and the failure is logged once,
-/// not on every heartbeat.
-fn assert_heartbeats_survive(control_plane: &ControlPlane, agent: &mut Agent, reason: &str) {
-    let started = Instant::now();
+/// not on every heartbeat. `started` is just before the agent started.
+fn assert_heartbeats_survive(
+    control_plane: &ControlPlane,
+    agent: &mut Agent,
+    started: Instant,
+    reason: &str,
+) {
     agent.expect_line("Registered successfully", WAIT);
-    // At registration: one exchange for the version, bounded by 3 s.
+    // At registration: one exchange for the version, bounded by 3 s; the rest is room for a
+    // loaded machine (starting the agent takes milliseconds).
     assert!(
-        started.elapsed() < Duration::from_millis(3900),
+        started.elapsed() < Duration::from_millis(4500),
         "{:?}",
         started.elapsed()
     );
@@ -200,18 +205,19 @@ fn assert_heartbeats_survive(control_plane: &ControlPlane, agent: &mut Agent, re
         docker_capability(control_plane),
         json!({"available": false, "version": null})
     );
-    for _ in 0..3 {
+    for _ in 0..6 {
         agent.expect_line("Heartbeat sent: ", WAIT);
     }
+    // On the 0.5 s ticks, a 1 s exchange puts heartbeats 1 s apart (every other tick), one of
+    // 1.5 s at least 1.5 s apart. Five gaps of 1 s are 5 s, of 1.5 s 7.5 s; the bound leaves
+    // 1.5 s for a late last heartbeat on a loaded machine.
     let requests = control_plane.requests();
     let beats = heartbeats(&requests);
-    for pair in beats.windows(2) {
-        let gap = pair[1].at - pair[0].at;
-        assert!(
-            gap < Duration::from_millis(1700),
-            "heartbeats {gap:?} apart"
-        );
-    }
+    let span = beats[5].at - beats[0].at;
+    assert!(
+        span < Duration::from_millis(6500),
+        "5 heartbeat intervals took {span:?}"
+    );
     assert_eq!(last_containers(control_plane), json!([]));
     let output = agent.output();
     assert!(output.contains(reason), "{output}");
@@ -226,24 +232,32 @@ fn assert_heartbeats_survive(control_plane: &ControlPlane, agent: &mut Agent, re
 fn engine_that_never_answers_costs_a_heartbeat_at_most_a_second() {
     let engine = FakeEngine::start("never", Answers::Never);
     let control_plane = ControlPlane::start();
+    let started = Instant::now();
     let mut agent = start_agent(&control_plane, &engine.docker_host());
-    assert_heartbeats_survive(&control_plane, &mut agent, "no complete answer within 1s");
+    assert_heartbeats_survive(
+        &control_plane,
+        &mut agent,
+        started,
+        "no complete answer within 1s",
+    );
 }
 
 #[test]
 fn engine_answering_garbage_is_no_engine() {
     let engine = FakeEngine::start("garbage", Answers::Garbage);
     let control_plane = ControlPlane::start();
+    let started = Instant::now();
     let mut agent = start_agent(&control_plane, &engine.docker_host());
-    assert_heartbeats_survive(&control_plane, &mut agent, "not an HTTP answer");
+    assert_heartbeats_survive(&control_plane, &mut agent, started, "not an HTTP answer");
 }
 
 #[test]
 fn endless_answer_is_cut_off_and_the_agent_does_not_grow() {
     let engine = FakeEngine::start("endless", Answers::Endless);
     let control_plane = ControlPlane::start();
+    let started = Instant::now();
     let mut agent = start_agent(&control_plane, &engine.docker_host());
-    assert_heartbeats_survive(&control_plane, &mut agent, "larger than 1024 KiB");
+    assert_heartbeats_survive(&control_plane, &mut agent, started, "larger than 1024 KiB");
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
     let peak_kib: u64 = status
         .lines()
@@ -271,10 +285,12 @@ fn engine_that_accepts_no_connections_does_not_block_the_agent() {
     });
     while connected.recv_timeout(Duration::from_millis(300)).is_ok() {}
     let control_plane = ControlPlane::start();
+    let started = Instant::now();
     let mut agent = start_agent(&control_plane, &engine.docker_host());
     assert_heartbeats_survive(
         &control_plane,
         &mut agent,
+        started,
         "the engine accepts no connections (its listen queue is full)",
     );
     drop(listener);

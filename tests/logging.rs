@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Agent, ControlPlane, WAIT};
+use support::{Agent, ControlPlane, Endpoint, Fault, WAIT, count_heartbeats};
 
 #[test]
 fn json_lines_carry_ts_level_msg_and_fields() {
@@ -32,10 +32,19 @@ fn json_lines_carry_ts_level_msg_and_fields() {
 }
 
 #[test]
-fn log_level_error_hides_info() {
+fn log_level_error_shows_errors_and_hides_warnings_and_info() {
     let control_plane = ControlPlane::start();
+    // A refused registration is an error; a failed heartbeat is a warning.
+    control_plane.fail_next(Endpoint::Register, 1, Fault::Status(503));
+    control_plane.fail_next(Endpoint::Heartbeat, 1, Fault::Status(503));
     let mut agent = Agent::start(&control_plane.url(), &[("LOG_LEVEL", "error")]);
-    assert!(control_plane.wait_until(WAIT, |r| support::heartbeats(r).len() >= 2));
-    let output = agent.output();
+    agent.expect_line("ERROR Failed to register with control plane", WAIT);
+    // A heartbeat answered after the failed one: the warning, had it been logged, came before.
+    assert!(control_plane.wait_until(WAIT, |requests| count_heartbeats(requests, 200) >= 1));
+    let output = agent.stop_and_output();
+    assert!(
+        !output.contains("WARN") && !output.contains("Heartbeat failed"),
+        "{output}"
+    );
     assert!(!output.contains("INFO"), "{output}");
 }

@@ -54,10 +54,31 @@ fn sigterm_in_the_middle_of_a_request() {
     control_plane.fail_next(Endpoint::Register, 1, Fault::Stall(Duration::from_secs(30)));
     let mut agent = Agent::start(&control_plane.url(), &[]);
     agent.expect_line("Registering with control plane...", WAIT);
-    // The control plane has the registration and is sitting on it.
+    // The control plane has the registration and is sitting on it, and the agent, having sent
+    // it, is asleep waiting for the answer.
     assert!(control_plane.wait_until(WAIT, |requests| !requests.is_empty()));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until_asleep(agent.pid(), WAIT),
+        "the agent never waited for the answer: {}",
+        agent.output()
+    );
     assert_stops_within_a_second(&mut agent, "SIGTERM");
+}
+
+/// Waits until the process `pid` is asleep in the kernel (state `S` in /proc/PID/stat); the
+/// agent has one thread, so that is its blocking call.
+fn wait_until_asleep(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.as_bytes()[0]);
+        if state == Some(b'S') {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
 }
 
 #[test]
