@@ -2,14 +2,16 @@
 //! plane and prints one Markdown table row per figure, with its budget.
 //!
 //! ```text
-//! bench AGENT BARE_CLIENT
+//! bench AGENT BARE_CLIENT BARE_UREQ
 //! ```
 //!
 //! Figures: milliseconds from exec to the registration request arriving; peak RSS after 3,000
-//! heartbeats at 10 ms; CPU time per heartbeat (utime+stime from /proc/PID/stat) beside the bare
-//! client sending the agent's own heartbeat bytes; threads and voluntary context switches per
-//! heartbeat at a 1 s interval; user-space instructions per heartbeat under callgrind, kept-alive
-//! and with a new connection each time. Not a test: it prints, and judges nothing.
+//! heartbeats at 10 ms; threads and voluntary context switches per heartbeat at a 1 s interval;
+//! user-space instructions per heartbeat under callgrind, kept-alive, for the agent beside ureq
+//! alone (`examples/bare-ureq.rs`) and a bare socket (`examples/bare-client.rs`) sending the
+//! agent's own heartbeat bytes on the same ticks, and for the agent with a new connection each
+//! time; CPU time per heartbeat (utime+stime from /proc/PID/stat) for the same three. Not a
+//! test: it prints, and judges nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,21 +21,86 @@ use control_plane::{ControlPlane, Request};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// What sends the heartbeats of a run.
+#[derive(Clone, Copy)]
+enum Sender<'a> {
+    /// The agent itself.
+    Agent(&'a Path),
+    /// `examples/bare-ureq.rs`: the agent's heartbeat bytes through ureq alone.
+    BareUreq(&'a Path),
+    /// `examples/bare-client.rs`: the agent's heartbeat bytes written to a socket.
+    BareSocket(&'a Path),
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [agent, bare] = &args[..] else {
-        eprintln!("usage: bench AGENT BARE_CLIENT");
+    let [agent, bare_socket, bare_ureq] = &args[..] else {
+        eprintln!("usage: bench AGENT BARE_CLIENT BARE_UREQ");
         std::process::exit(2);
     };
     let agent = PathBuf::from(agent);
-    let bare = PathBuf::from(bare);
+    let bare_ureq = Sender::BareUreq(Path::new(bare_ureq));
+    let bare_socket = Sender::BareSocket(Path::new(bare_socket));
 
     exec_to_register(&agent);
-    let heartbeat = memory_and_cpu(&agent);
-    bare_client(&bare, &heartbeat);
+    let (heartbeat, agent_cpu) = memory_and_cpu(&agent);
     idle_wakeups(&agent);
-    instructions(&agent, false);
-    instructions(&agent, true);
+
+    let [agent_instructions, ureq_instructions, socket_instructions] =
+        [Sender::Agent(&agent), bare_ureq, bare_socket]
+            .map(|sender| instructions(sender, &heartbeat, false));
+    row(
+        "instructions per heartbeat, kept-alive (callgrind), agent",
+        format!(
+            "{:.1}k = {:.2} × bare ureq",
+            agent_instructions / 1000.0,
+            agent_instructions / ureq_instructions
+        ),
+        "≤ 1.2 × bare ureq; ≤ 300k",
+    );
+    row(
+        "instructions per heartbeat, kept-alive, bare ureq (same bytes and ticks, same ureq features)",
+        format!("{:.1}k", ureq_instructions / 1000.0),
+        "(the HTTP client's floor)",
+    );
+    row(
+        "instructions per heartbeat, kept-alive, bare socket (std, same bytes and ticks)",
+        format!("{:.1}k", socket_instructions / 1000.0),
+        "(the floor)",
+    );
+    let (per_beat, connections, beats) =
+        instructions_detail(Sender::Agent(&agent), &heartbeat, true);
+    row(
+        "instructions per heartbeat, new connection each (callgrind), agent",
+        format!(
+            "{:.0}k ({connections} connections for {beats} heartbeats)",
+            per_beat / 1000.0
+        ),
+        "(no budget)",
+    );
+
+    let ureq_cpu = bare_cpu(bare_ureq, &heartbeat);
+    let socket_cpu = bare_cpu(bare_socket, &heartbeat);
+    row(
+        "CPU per heartbeat (utime+stime, 2,000 heartbeats at 10 ms), agent",
+        format!(
+            "{} = {:.2} × bare ureq, {:.2} × bare socket",
+            agent_cpu.describe(),
+            agent_cpu.total() / ureq_cpu.total(),
+            agent_cpu.total() / socket_cpu.total()
+        ),
+        "(for information)",
+    );
+    row(
+        "CPU per heartbeat, bare ureq",
+        ureq_cpu.describe(),
+        "(for information)",
+    );
+    row(
+        "CPU per heartbeat, bare socket",
+        socket_cpu.describe(),
+        "(for information)",
+    );
 }
 
 fn row(figure: &str, measured: String, budget: &str) {
@@ -168,8 +235,8 @@ fn exec_to_register(agent: &Path) {
 }
 
 /// 3,000 heartbeats at 10 ms: peak RSS at the end, CPU per heartbeat over the last 2,000.
-/// Returns the last heartbeat request, whose bytes the bare client sends.
-fn memory_and_cpu(agent: &Path) -> Request {
+/// Returns the last heartbeat request, whose bytes the bare clients send, and that CPU.
+fn memory_and_cpu(agent: &Path) -> (Request, Cpu) {
     let control_plane = ControlPlane::start();
     let child = spawn(agent, &[], &control_plane.url(), "0.01");
     let pid = child.id();
@@ -179,27 +246,18 @@ fn memory_and_cpu(agent: &Path) -> Request {
     let cpu_last = cpu_seconds(pid);
     let peak_kib = status_field(pid, "VmHWM");
     stop(child);
-    AGENT_CPU.with(|cell| cell.set(cpu_first.per_beat(cpu_last, last - first)));
     row(
         "peak RSS (VmHWM) after 3,000 heartbeats at 10 ms",
         format!("{peak_kib} KiB"),
         "≤ 1536 KiB",
     );
     let requests = control_plane.requests();
-    requests
+    let heartbeat = requests
         .into_iter()
         .rev()
         .find(|r| r.is_heartbeat())
-        .unwrap()
-}
-
-thread_local! {
-    static AGENT_CPU: std::cell::Cell<Cpu> = const {
-        std::cell::Cell::new(Cpu {
-            user: 0.0,
-            system: 0.0,
-        })
-    };
+        .unwrap();
+    (heartbeat, cpu_first.per_beat(cpu_last, last - first))
 }
 
 /// The agent's heartbeat as bytes: request line, its header fields, its body.
@@ -213,49 +271,110 @@ fn request_bytes(heartbeat: &Request) -> Vec<u8> {
     bytes
 }
 
-fn bare_client(bare: &Path, heartbeat: &Request) {
-    // A control plane that knows the agent's node: the one that issued its token has gone with
-    // memory_and_cpu, so register a node and replay the agent's bytes with that node's token.
-    let control_plane = ControlPlane::start();
-    let node = register(&control_plane);
+/// The agent's heartbeat for a node of `control_plane`: the control plane that issued the
+/// agent's token has gone, so a node is registered here and the agent's request gets its path,
+/// token and `Host`, the rest byte for byte.
+fn replay(control_plane: &ControlPlane, heartbeat: &Request) -> Request {
+    let node = register(control_plane);
     let mut replay = heartbeat.clone();
     replay.path = format!("/api/v1/nodes/{}/heartbeat", node.0);
     for (name, value) in &mut replay.headers {
-        if name == "authorization" {
-            *value = format!("Bearer {}", node.1);
+        match name.as_str() {
+            "authorization" => *value = format!("Bearer {}", node.1),
+            "host" => *value = control_plane.addr().to_string(),
+            _ => {}
         }
     }
-    let file = std::env::temp_dir().join(format!("miaas-bench-request-{}", std::process::id()));
-    std::fs::write(&file, request_bytes(&replay)).unwrap();
-    let child = Command::new(bare)
-        .arg(control_plane.addr().to_string())
-        .arg(&file)
-        .args(["3000", "0.01"])
+    replay
+}
+
+/// Starts a bare client (under `prefix`, e.g. valgrind) sending `count` copies of the agent's
+/// heartbeat to `control_plane` every `interval` seconds, then exiting. Returns it, the request
+/// it was given, and the file holding that request.
+fn start_bare(
+    sender: Sender,
+    prefix: &[&str],
+    control_plane: &ControlPlane,
+    heartbeat: &Request,
+    count: usize,
+    interval: &str,
+) -> (Child, Request, TempFile) {
+    let replay = replay(control_plane, heartbeat);
+    let file = TempFile(std::env::temp_dir().join(format!(
+        "miaas-bench-request-{}-{}",
+        std::process::id(),
+        control_plane.addr().port()
+    )));
+    std::fs::write(&file.0, request_bytes(&replay)).unwrap();
+    let (program, destination) = match sender {
+        Sender::BareUreq(program) => (program, control_plane.url()),
+        Sender::BareSocket(program) => (program, control_plane.addr().to_string()),
+        Sender::Agent(_) => unreachable!("the agent is not a bare client"),
+    };
+    let mut command = match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+    };
+    let child = command
+        .arg(destination)
+        .arg(&file.0)
+        .args([count.to_string().as_str(), interval])
+        .stdin(Stdio::null())
         .spawn()
         .expect("the bare client starts");
+    (child, replay, file)
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The requests a bare client sent must be the agent's heartbeat (for its node), over one
+/// connection: else the comparison would not be of the same work.
+fn check_bare_requests(sender: Sender, control_plane: &ControlPlane, replay: &Request) {
+    let requests = control_plane.requests();
+    let sent: Vec<&Request> = requests.iter().filter(|r| r.is_heartbeat()).collect();
+    let name = match sender {
+        Sender::BareUreq(_) => "bare-ureq",
+        _ => "bare-client",
+    };
+    for request in &sent {
+        assert_eq!(
+            (&request.headers, &request.body),
+            (&replay.headers, &replay.body),
+            "{name} did not send the agent's heartbeat"
+        );
+    }
+    let connections: std::collections::BTreeSet<u64> = sent.iter().map(|r| r.connection).collect();
+    assert_eq!(
+        connections.len(),
+        1,
+        "{name} did not keep its connection alive"
+    );
+}
+
+/// CPU per heartbeat of a bare client over heartbeats 1,000 to 2,999 of 3,000 at 10 ms, as for
+/// the agent.
+fn bare_cpu(sender: Sender, heartbeat: &Request) -> Cpu {
+    let control_plane = ControlPlane::start();
+    let (child, replay, _file) = start_bare(sender, &[], &control_plane, heartbeat, 3000, "0.01");
     let pid = child.id();
     let first = wait_beats(&control_plane, 1000);
     let cpu_first = cpu_seconds(pid);
     let last = wait_beats(&control_plane, 2999);
     let cpu_last = cpu_seconds(pid);
     stop(child);
-    let _ = std::fs::remove_file(&file);
-    let bare_per_beat = cpu_first.per_beat(cpu_last, last - first);
-    let agent_per_beat = AGENT_CPU.with(|cell| cell.get());
-    row(
-        "CPU per heartbeat (utime+stime, 2,000 heartbeats at 10 ms), agent",
-        format!(
-            "{} = {:.2} × bare client",
-            agent_per_beat.describe(),
-            agent_per_beat.total() / bare_per_beat.total()
-        ),
-        "≤ 1.3 × bare client",
-    );
-    row(
-        "CPU per heartbeat, bare client (std, same bytes, kept-alive socket)",
-        bare_per_beat.describe(),
-        "(the floor)",
-    );
+    check_bare_requests(sender, &control_plane, &replay);
+    cpu_first.per_beat(cpu_last, last - first)
 }
 
 /// Registers a node over a raw socket and returns its id and token.
@@ -303,7 +422,16 @@ fn idle_wakeups(agent: &Path) {
 
 /// Instructions per heartbeat in steady state: callgrind's total for a run of N2 heartbeats
 /// minus one of N1, divided by N2 − N1, so start-up and shutdown cancel out.
-fn instructions(agent: &Path, new_connection_each_time: bool) {
+fn instructions(sender: Sender, heartbeat: &Request, new_connection_each_time: bool) -> f64 {
+    instructions_detail(sender, heartbeat, new_connection_each_time).0
+}
+
+/// Instructions per heartbeat, the connections of the longer run, and its heartbeats.
+fn instructions_detail(
+    sender: Sender,
+    heartbeat: &Request,
+    new_connection_each_time: bool,
+) -> (f64, usize, usize) {
     let (n1, n2) = (10, 40);
     let mut totals = Vec::new();
     let mut connections = 0;
@@ -319,14 +447,21 @@ fn instructions(agent: &Path, new_connection_each_time: bool) {
             std::process::id()
         ));
         let out_arg = format!("--callgrind-out-file={}", out.display());
-        let child = spawn(
-            agent,
-            &["valgrind", "--tool=callgrind", "--quiet", &out_arg],
-            &control_plane.url(),
-            "0.1",
-        );
-        wait_beats(&control_plane, n);
-        stop(child);
+        let valgrind = ["valgrind", "--tool=callgrind", "--quiet", out_arg.as_str()];
+        match sender {
+            Sender::Agent(agent) => {
+                let child = spawn(agent, &valgrind, &control_plane.url(), "0.1");
+                wait_beats(&control_plane, n);
+                stop(child);
+            }
+            bare => {
+                // A bare client sends exactly `n` and exits; callgrind writes its file then.
+                let (mut child, replay, _file) =
+                    start_bare(bare, &valgrind, &control_plane, heartbeat, n, "0.1");
+                assert!(child.wait().unwrap().success(), "the bare client failed");
+                check_bare_requests(bare, &control_plane, &replay);
+            }
+        }
         let requests = control_plane.requests();
         let beats = heartbeat_count(&requests);
         connections = requests
@@ -348,20 +483,5 @@ fn instructions(agent: &Path, new_connection_each_time: bool) {
     }
     let ((b1, t1), (b2, t2)) = (totals[0], totals[1]);
     let per_beat = (t2 as f64 - t1 as f64) / (b2 - b1) as f64;
-    if new_connection_each_time {
-        row(
-            "instructions per heartbeat, new connection each (callgrind)",
-            format!(
-                "{:.0}k ({connections} connections for {b2} heartbeats)",
-                per_beat / 1000.0
-            ),
-            "(no budget)",
-        );
-    } else {
-        row(
-            "instructions per heartbeat, kept-alive (callgrind)",
-            format!("{:.0}k", per_beat / 1000.0),
-            "≤ 300k",
-        );
-    }
+    (per_beat, connections, b2)
 }

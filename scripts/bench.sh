@@ -26,6 +26,8 @@ cargo build --quiet --release --locked --target "$target" --no-default-features
 cp "$target_dir/$target/release/miaas-agent" "$work/miaas-agent-plain"
 bash scripts/build.sh "$target" 2>/dev/null
 cargo build --quiet --release --locked --target "$target" --example bench --example bare-client
+# ureq alone, with the plain agent's crate features (no TLS), for the agent's overhead over it.
+cargo build --quiet --release --locked --target "$target" --no-default-features --example bare-ureq
 
 size() { stat -c %s "$1"; }
 kib() { awk -v b="$1" 'BEGIN { printf "%.0f KiB (%d bytes)", b / 1024, b }'; }
@@ -50,4 +52,5 @@ else
   echo "| image | podman is not installed | |"
 fi
 
-"$target_dir/$target/release/examples/bench" "$work/miaas-agent-plain" "$target_dir/$target/release/examples/bare-client"
+examples=$target_dir/$target/release/examples
+"$examples/bench" "$work/miaas-agent-plain" "$examples/bare-client" "$examples/bare-ureq"
