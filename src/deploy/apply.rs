@@ -243,13 +243,21 @@ async fn create_and_start(engine: &EngineClient, spec: &ContainerSpec<'_>) -> Re
     let name = spec.name();
     let created = match engine.container_create(&name, &spec.body()).await {
         Ok(created) => created,
-        Err(EngineError::Conflict(_)) => {
-            return Err(format!(
-                "the container name {name} is taken by a container that does not belong to this deployment (no {DEPLOYMENT_LABEL}={} label); the agent leaves it alone: remove or rename it, or change `container_name`",
-                spec.deployment_id
-            ));
+        Err(error) => {
+            // A name in use is Docker's 409 but podman's 500: the container under that name
+            // says whether it is a stranger's.
+            let holder = engine.container_inspect(&name).await.ok().flatten();
+            let owner = holder
+                .as_ref()
+                .map(|h| h.labels.get(DEPLOYMENT_LABEL).map(String::as_str));
+            return Err(match owner {
+                Some(owner) if owner != Some(spec.deployment_id) => format!(
+                    "the container name {name} is taken by a container that does not belong to this deployment (no {DEPLOYMENT_LABEL}={} label); the agent leaves it alone: remove or rename it, or change `container_name`",
+                    spec.deployment_id
+                ),
+                _ => format!("creating the container {name} failed: {error}"),
+            });
         }
-        Err(error) => return Err(format!("creating the container {name} failed: {error}")),
     };
     for (network, aliases) in spec.networks().iter().skip(1) {
         let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
