@@ -455,3 +455,69 @@ fn refusals_unknown_images_and_foreign_names_fail_and_touch_nothing() {
     let status = within(60, "remove", remove(&engine, "squat", 3, &mut |_| {}));
     assert_eq!(status.status, State::Removed, "{status:?}");
 }
+
+/// `db` becomes healthy only after a while, `migrate` runs once; `web` waits for both, as
+/// compose's `service_healthy` and `service_completed_successfully` make it.
+const ORDERED: &str = r#"
+services:
+  db:
+    image: postgres:16
+    command: [/busybox, sh, -c, "/busybox sleep 2; /busybox touch /host/ready; exec /busybox sleep 3600"]
+    healthcheck:
+      test: [CMD, /busybox, test, -f, /host/ready]
+      interval: 300ms
+      retries: 100
+    volumes: ["${HOST_DIR}:/host"]
+  migrate:
+    image: postgres:16
+    command: [/busybox, sh, -c, "/busybox sleep 1; echo done > /host/migrated"]
+    volumes: ["${HOST_DIR}:/host"]
+  web:
+    image: postgres:16
+    depends_on:
+      db: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+    command: [/busybox, sh, -c, "if /busybox test -f /host/ready -a -f /host/migrated; then echo ordered > /host/web; else echo early > /host/web; fi; exec /busybox sleep 3600"]
+    volumes: ["${HOST_DIR}:/host"]
+"#;
+
+/// podman runs no health checks here (it needs systemd), Debian's Docker daemon does.
+#[test]
+fn dependencies_wait_for_health_and_completion_on_docker() {
+    let dockerd = support::dockerd::Dockerd::start("deploy-health").unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** dockerd cannot run on this machine, so health-check ordering was not tested \
+             against a real engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test \
+             needs root)\n"
+        )
+    });
+    dockerd.import_busybox(DB_IMAGE).unwrap();
+    let engine = EngineClient::new(dockerd.socket());
+    let host_dir = dockerd.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let project = load(ORDERED, &host_dir, "ordered");
+    let (status, reports) = run(&engine, "ordered", 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    let messages: Vec<&str> = reports.iter().map(|r| r.message.as_str()).collect();
+    assert!(
+        messages.contains(&"waiting for db to be healthy before starting web")
+            && messages.contains(&"waiting for migrate to complete before starting web"),
+        "{messages:?}"
+    );
+    assert_eq!(wait_for_file(&host_dir.join("web")), "ordered\n");
+    let states: Vec<(&str, &str, Option<&str>)> = status
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.state.as_str(), s.health.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("db", "running", Some("healthy")),
+            ("migrate", "exited", None),
+            ("web", "running", None)
+        ]
+    );
+    let status = within(60, "remove", remove(&engine, "ordered", 2, &mut |_| {}));
+    assert_eq!(status.status, State::Removed, "{status:?}");
+}
