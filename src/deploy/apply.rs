@@ -441,7 +441,8 @@ async fn pull(
     let (repository, tag) = split_reference(image);
     let auth = registry_auth(image, request.registry_auth);
     let mut layers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut last = Instant::now();
+    // The first step is reported at once, the rest at most every PROGRESS_EVERY.
+    let mut last: Option<Instant> = None;
     let result = engine
         .image_pull(&repository, &tag, auth.as_deref(), PULL_STALL, |step| {
             let Some(layer) = &step.layer else {
@@ -457,14 +458,19 @@ async fn pull(
                 }
                 _ => {}
             }
-            if last.elapsed() >= PROGRESS_EVERY {
-                last = Instant::now();
+            if last.is_none_or(|last| last.elapsed() >= PROGRESS_EVERY) {
+                last = Some(Instant::now());
                 let current = layers.values().map(|(c, _)| c).sum();
                 let total: u64 = layers.values().map(|(_, t)| t).sum();
                 report(pulling(current, (total > 0).then_some(total)));
             }
         })
         .await;
+    if result.is_ok() && !layers.is_empty() {
+        let current = layers.values().map(|(c, _)| c).sum();
+        let total: u64 = layers.values().map(|(_, t)| t).sum();
+        report(pulling(current, (total > 0).then_some(total)));
+    }
     result.map_err(|error| match error {
         EngineError::PullFailed { message, .. } => format!(
             "the image {image} cannot be pulled: {message}; check its name and tag, the node's access to {} and the deploy's registry_auth",
@@ -604,6 +610,10 @@ async fn take_down(engine: &EngineClient, deployment_id: &str) -> Result<usize, 
     }
     Ok(containers.len())
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod engine_tests;
 
 #[cfg(test)]
 mod tests {
