@@ -121,7 +121,8 @@ fn a_missing_image_is_pulled_with_credentials_and_a_gpu_request_reaches_the_engi
     // No status carries the password.
     assert!(!format!("{reports:?}{status:?}").contains("hunter2"));
 
-    let progress: Vec<(State, Option<(u64, Option<u64>)>)> = reports
+    type Step = (State, Option<(u64, Option<u64>)>);
+    let progress: Vec<Step> = reports
         .iter()
         .map(|r| (r.status, r.progress.as_ref().map(|p| (p.current, p.total))))
         .collect();
