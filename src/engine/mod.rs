@@ -16,7 +16,7 @@ mod error;
 #[cfg(feature = "deploy")]
 mod exchange;
 #[cfg(all(test, feature = "deploy"))]
-mod fake_engine;
+pub(crate) mod fake_engine;
 #[cfg(feature = "deploy")]
 mod logs;
 #[cfg(feature = "deploy")]

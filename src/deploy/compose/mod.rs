@@ -17,7 +17,7 @@ mod error;
 mod hash;
 mod healthcheck;
 mod interpolate;
-mod json;
+pub(crate) mod json;
 mod mount;
 mod name;
 mod network;

@@ -1,0 +1,523 @@
+//! Applying compose projects on a real engine: podman's Docker-compatible service on a private
+//! socket with its own storage, and a local `FROM scratch` busybox image tagged under the full
+//! names the files use (no registry is reachable here). What `docker compose up -d
+//! --remove-orphans` and `down` do, checked on the engine's own objects.
+#![cfg(feature = "deploy")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_io::{Timer, block_on};
+use futures_lite::future;
+use miaas_agent::control_plane::channel::messages::{DeploymentStatus, State};
+use miaas_agent::deploy::compose::ComposeProject;
+use miaas_agent::deploy::{
+    ApplyRequest, DEPLOYMENT_LABEL, NodePolicy, apply, observe, observe_all, remove,
+};
+use miaas_agent::engine::EngineClient;
+use support::podman::{Podman, text};
+
+const DB_IMAGE: &str = "docker.io/library/postgres:16";
+const WEB_IMAGE: &str = "docker.io/library/nginx:1";
+
+/// Two services: `db` with a named volume, a bind mount, an interpolated environment and an
+/// inline config, writing what it sees into the bind mount; `web` after it, with a port.
+const FILE: &str = r#"
+services:
+  db:
+    image: postgres:16
+    command:
+      - /busybox
+      - sh
+      - -c
+      - cat /etc/app/app.conf > /host/config-seen; echo "$$GREETING" > /host/greeting; date > /data/marker; exec /busybox sleep 3600
+    environment:
+      GREETING: ${GREETING}
+    volumes:
+      - data:/data
+      - ${HOST_DIR}:/host
+    configs:
+      - source: app
+        target: /etc/app/app.conf
+        mode: 0440
+  web:
+    image: nginx:1
+    depends_on: [db]
+    ports: ["127.0.0.1:18081:80"]
+    command: [/busybox, httpd, -f, -p, "80"]
+    environment:
+      MODE: one
+volumes:
+  data:
+configs:
+  app:
+    content: |
+      password=${PASSWORD}
+"#;
+
+#[track_caller]
+fn no_podman(reason: &str) -> ! {
+    panic!(
+        "\n\n*** podman cannot serve its API on this machine, so applying deployments was not \
+         tested against a real engine ***\n{reason}\n(scripts/setup.sh installs podman, runc and \
+         busybox-static; the test needs root)\n"
+    );
+}
+
+fn within<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
+    block_on(future::or(future, async {
+        Timer::after(Duration::from_secs(seconds)).await;
+        panic!("{what}: nothing within {seconds} s");
+    }))
+}
+
+struct Setup {
+    podman: Podman,
+    engine: EngineClient,
+    host_dir: std::path::PathBuf,
+}
+
+fn setup(name: &str) -> Setup {
+    let mut podman = Podman::new(name);
+    let version = podman.output(&["version"]);
+    if !version.status.success() {
+        no_podman(&text(&version));
+    }
+    podman
+        .build_busybox_image(DB_IMAGE)
+        .unwrap_or_else(|reason| no_podman(&reason));
+    let tagged = podman.output(&["tag", DB_IMAGE, WEB_IMAGE]);
+    assert!(tagged.status.success(), "{}", text(&tagged));
+    let socket = podman
+        .start_service()
+        .unwrap_or_else(|reason| no_podman(&reason));
+    let host_dir = podman.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    Setup {
+        engine: EngineClient::new(socket),
+        podman,
+        host_dir,
+    }
+}
+
+fn env(host_dir: &Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("GREETING".to_string(), "hello from env".to_string()),
+        ("PASSWORD".to_string(), "pw-7781".to_string()),
+        ("HOST_DIR".to_string(), host_dir.display().to_string()),
+    ])
+}
+
+fn load(text: &str, host_dir: &Path, id: &str) -> ComposeProject {
+    ComposeProject::load(text, &env(host_dir), id).unwrap()
+}
+
+/// Applies and returns the final status with every intermediate one.
+fn run(
+    engine: &EngineClient,
+    id: &str,
+    generation: u64,
+    project: &ComposeProject,
+    policy: &NodePolicy,
+) -> (DeploymentStatus, Vec<DeploymentStatus>) {
+    let mut reports = Vec::new();
+    let auth = BTreeMap::new();
+    let request = ApplyRequest {
+        deployment_id: id,
+        generation,
+        project,
+        registry_auth: &auth,
+    };
+    let status = within(
+        180,
+        "apply",
+        apply(engine, &request, policy, &mut |s| reports.push(s)),
+    );
+    (status, reports)
+}
+
+/// Container name → id of the deployment's containers.
+fn containers(engine: &EngineClient, id: &str) -> BTreeMap<String, String> {
+    let filter = format!("{DEPLOYMENT_LABEL}={id}");
+    block_on(engine.containers(&[&filter]))
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.names[0].clone(), c.id))
+        .collect()
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within 30 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn podman_lines(podman: &Podman, args: &[&str]) -> Vec<String> {
+    let output = podman.output(args);
+    assert!(output.status.success(), "{}", text(&output));
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_project_is_applied_converged_and_removed_as_compose_does() {
+    let Setup {
+        podman,
+        engine,
+        host_dir,
+    } = setup("deploy-apply");
+    let id = "shop";
+    let project = load(FILE, &host_dir, id);
+
+    // Applied: both services run, in order, with the file's configs, env, mounts and port.
+    let (status, reports) = run(&engine, id, 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(status.message, "2 services running");
+    let states: Vec<(&str, &str, &str)> = status
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.container.as_str(), s.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("db", "shop-db-1", "running"),
+            ("web", "shop-web-1", "running")
+        ]
+    );
+    assert!(
+        reports.iter().any(|r| r.status == State::Starting),
+        "{reports:?}"
+    );
+    // Images present are used as they are: nothing pulled.
+    assert!(
+        !reports.iter().any(|r| r.status == State::Pulling),
+        "{reports:?}"
+    );
+    assert_eq!(
+        wait_for_file(&host_dir.join("config-seen")),
+        "password=pw-7781\n"
+    );
+    assert_eq!(
+        wait_for_file(&host_dir.join("greeting")),
+        "hello from env\n"
+    );
+    let mode = podman_lines(
+        &podman,
+        &[
+            "inspect",
+            "--format",
+            "{{json .HostConfig.PortBindings}}",
+            "shop-web-1",
+        ],
+    );
+    assert!(
+        mode[0].contains(r#""80/tcp":[{"HostIp":"127.0.0.1","HostPort":"18081"}]"#),
+        "{mode:?}"
+    );
+    // Compose's labels: `podman ps` (and `docker compose ps`) see a compose project.
+    assert_eq!(
+        podman_lines(
+            &podman,
+            &[
+                "ps",
+                "--filter",
+                "label=com.docker.compose.project=shop",
+                "--format",
+                "{{.Names}} {{index .Labels \"com.docker.compose.service\"}} {{index .Labels \"com.docker.compose.container-number\"}} {{index .Labels \"com.docker.compose.oneoff\"}} {{index .Labels \"io.miaas.generation\"}}"
+            ]
+        ),
+        ["shop-db-1 db 1 False 1", "shop-web-1 web 1 False 1"]
+    );
+    assert_eq!(
+        podman_lines(
+            &podman,
+            &[
+                "volume",
+                "ls",
+                "--filter",
+                "label=com.docker.compose.volume=data",
+                "--format",
+                "{{.Name}}"
+            ]
+        ),
+        ["shop_data"]
+    );
+    // (podman's CLI keeps networks elsewhere than the test's service: asked through the API.)
+    let networks = block_on(engine.networks(&["com.docker.compose.project=shop"])).unwrap();
+    let network = &networks[..];
+    assert_eq!(
+        network.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["shop_default"]
+    );
+    assert_eq!(network[0].labels["com.docker.compose.network"], "default");
+    assert_eq!(network[0].labels[DEPLOYMENT_LABEL], "shop");
+    let first = containers(&engine, id);
+    assert_eq!(first.len(), 2);
+
+    // Applied again: nothing recreated.
+    let (status, _) = run(&engine, id, 2, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(containers(&engine, id), first);
+
+    // One service's environment changed: that one alone is recreated.
+    let changed = load(&FILE.replace("MODE: one", "MODE: two"), &host_dir, id);
+    let (status, _) = run(&engine, id, 3, &changed, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    let after = containers(&engine, id);
+    assert_eq!(after["shop-db-1"], first["shop-db-1"]);
+    assert_ne!(after["shop-web-1"], first["shop-web-1"]);
+
+    // observe_all finds it, with the newest generation among its containers.
+    let all = within(30, "observe_all", observe_all(&engine));
+    let all = all.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        (
+            all[0].deployment_id.as_str(),
+            all[0].generation,
+            all[0].status
+        ),
+        ("shop", 3, State::Running)
+    );
+
+    // A service gone from the file: its container is removed (an orphan).
+    let without_web = format!(
+        "{}{}",
+        &FILE[..FILE.find("  web:").unwrap()],
+        &FILE[FILE.find("volumes:\n  data:").unwrap()..]
+    );
+    let without_web = load(&without_web, &host_dir, id);
+    assert_eq!(without_web.services.len(), 1);
+    let (status, _) = run(&engine, id, 4, &without_web, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    let remaining = containers(&engine, id);
+    assert_eq!(
+        remaining.keys().collect::<Vec<_>>(),
+        ["shop-db-1"],
+        "{remaining:?}"
+    );
+    assert_eq!(remaining["shop-db-1"], first["shop-db-1"]);
+
+    // Removed: containers and networks gone, the named volume kept.
+    let mut reports = Vec::new();
+    let status = within(
+        60,
+        "remove",
+        remove(&engine, id, 5, &mut |s| reports.push(s)),
+    );
+    assert_eq!(status.status, State::Removed, "{status:?}");
+    assert_eq!(reports[0].status, State::Removing);
+    assert!(containers(&engine, id).is_empty());
+    let filter = format!("{DEPLOYMENT_LABEL}={id}");
+    assert!(block_on(engine.networks(&[&filter])).unwrap().is_empty());
+    let volumes = block_on(engine.volumes(&[&filter])).unwrap();
+    assert_eq!(
+        volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["shop_data"]
+    );
+    let observed = within(30, "observe", observe(&engine, id, 5)).unwrap();
+    assert_eq!(observed.status, State::Failed);
+    assert!(observed.services.is_empty());
+}
+
+#[test]
+fn refusals_unknown_images_and_foreign_names_fail_and_touch_nothing() {
+    let Setup {
+        podman,
+        engine,
+        host_dir,
+    } = setup("deploy-refusals");
+    // The other test runs at the same time and publishes 18081.
+    let file = FILE.replace("18081", "18082");
+    let no_object_of = |id: &str| {
+        let filter = format!("{DEPLOYMENT_LABEL}={id}");
+        assert!(containers(&engine, id).is_empty());
+        assert!(block_on(engine.networks(&[&filter])).unwrap().is_empty());
+        assert!(block_on(engine.volumes(&[&filter])).unwrap().is_empty());
+    };
+
+    // The node's policy refuses: failed naming the rule, nothing created.
+    let privileged = load(
+        &file.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    privileged: true\n",
+        ),
+        &host_dir,
+        "refused",
+    );
+    let policy = NodePolicy {
+        refuse_privileged: true,
+        ..NodePolicy::default()
+    };
+    let (status, _) = run(&engine, "refused", 1, &privileged, &policy);
+    assert_eq!(status.status, State::Failed);
+    assert!(
+        status
+            .message
+            .starts_with("refused: service \"web\": `privileged: true` is refused by this node's policy (refuse_privileged)"),
+        "{}",
+        status.message
+    );
+    no_object_of("refused");
+
+    // An image that cannot be pulled (nothing listens on port 9): failed naming it, nothing
+    // created.
+    let absent = load(
+        &file.replace("image: nginx:1", "image: 127.0.0.1:9/miaas/absent:1"),
+        &host_dir,
+        "absent",
+    );
+    let (status, reports) = run(&engine, "absent", 1, &absent, &NodePolicy::default());
+    assert_eq!(status.status, State::Failed);
+    assert!(
+        status
+            .message
+            .starts_with("the image 127.0.0.1:9/miaas/absent:1 cannot be pulled: "),
+        "{}",
+        status.message
+    );
+    let pulling = reports
+        .iter()
+        .find(|r| r.status == State::Pulling)
+        .expect("a pulling status");
+    assert_eq!(
+        pulling.progress.as_ref().unwrap().image,
+        "127.0.0.1:9/miaas/absent:1"
+    );
+    no_object_of("absent");
+
+    // A container of the same name that the deployment does not own: failed naming it, and
+    // it is left as it was.
+    let made = podman.output(&[
+        "create",
+        "--name",
+        "squat-web-1",
+        WEB_IMAGE,
+        "/busybox",
+        "true",
+    ]);
+    assert!(made.status.success(), "{}", text(&made));
+    let squatter = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let project = load(&file, &host_dir, "squat");
+    let (status, _) = run(&engine, "squat", 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Failed, "{status:?}");
+    assert!(
+        status.message.starts_with(
+            "service web: the container name squat-web-1 is taken by a container that does not belong to this deployment"
+        ),
+        "{}",
+        status.message
+    );
+    // What already ran keeps running.
+    assert_eq!(
+        status
+            .services
+            .iter()
+            .map(|s| (s.container.as_str(), s.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("squat-db-1", "running")]
+    );
+    let still = podman_lines(
+        &podman,
+        &[
+            "inspect",
+            "--format",
+            "{{.Id}} {{.State.Status}}",
+            "squat-web-1",
+        ],
+    );
+    assert_eq!(still, [format!("{squatter} created")]);
+    // Once the name is free, the next apply converges.
+    let gone = podman.output(&["rm", "squat-web-1"]);
+    assert!(gone.status.success(), "{}", text(&gone));
+    let (status, _) = run(&engine, "squat", 2, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    let status = within(60, "remove", remove(&engine, "squat", 3, &mut |_| {}));
+    assert_eq!(status.status, State::Removed, "{status:?}");
+}
+
+/// `db` becomes healthy only after a while, `migrate` runs once; `web` waits for both, as
+/// compose's `service_healthy` and `service_completed_successfully` make it.
+const ORDERED: &str = r#"
+services:
+  db:
+    image: postgres:16
+    command: [/busybox, sh, -c, "/busybox sleep 2; /busybox touch /host/ready; exec /busybox sleep 3600"]
+    healthcheck:
+      test: [CMD, /busybox, test, -f, /host/ready]
+      interval: 300ms
+      retries: 100
+    volumes: ["${HOST_DIR}:/host"]
+  migrate:
+    image: postgres:16
+    command: [/busybox, sh, -c, "/busybox sleep 1; echo done > /host/migrated"]
+    volumes: ["${HOST_DIR}:/host"]
+  web:
+    image: postgres:16
+    depends_on:
+      db: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+    command: [/busybox, sh, -c, "if /busybox test -f /host/ready -a -f /host/migrated; then echo ordered > /host/web; else echo early > /host/web; fi; exec /busybox sleep 3600"]
+    volumes: ["${HOST_DIR}:/host"]
+"#;
+
+/// podman runs no health checks here (it needs systemd), Debian's Docker daemon does.
+#[test]
+fn dependencies_wait_for_health_and_completion_on_docker() {
+    let dockerd = support::dockerd::Dockerd::start("deploy-health").unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** dockerd cannot run on this machine, so health-check ordering was not tested \
+             against a real engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test \
+             needs root)\n"
+        )
+    });
+    dockerd.import_busybox(DB_IMAGE).unwrap();
+    let engine = EngineClient::new(dockerd.socket());
+    let host_dir = dockerd.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let project = load(ORDERED, &host_dir, "ordered");
+    let (status, reports) = run(&engine, "ordered", 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    let messages: Vec<&str> = reports.iter().map(|r| r.message.as_str()).collect();
+    assert!(
+        messages.contains(&"waiting for db to be healthy before starting web")
+            && messages.contains(&"waiting for migrate to complete before starting web"),
+        "{messages:?}"
+    );
+    assert_eq!(wait_for_file(&host_dir.join("web")), "ordered\n");
+    let states: Vec<(&str, &str, Option<&str>)> = status
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.state.as_str(), s.health.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("db", "running", Some("healthy")),
+            ("migrate", "exited", None),
+            ("web", "running", None)
+        ]
+    );
+    let status = within(60, "remove", remove(&engine, "ordered", 2, &mut |_| {}));
+    assert_eq!(status.status, State::Removed, "{status:?}");
+}
