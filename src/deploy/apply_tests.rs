@@ -81,7 +81,7 @@ fn engine() -> FakeEngine {
 #[test]
 fn a_missing_image_is_pulled_with_credentials_and_a_gpu_request_reaches_the_engine() {
     let fake = engine();
-    let client = EngineClient::new(&fake.socket);
+    let client = EngineClient::new(&fake.socket).with_api_version("1.41");
     let project = ComposeProject::load(GPU, &BTreeMap::new(), "gpu").unwrap();
     let auth = BTreeMap::from([(
         "registry.example.com".to_string(),

@@ -5,6 +5,7 @@
 //! progress, logs) have a stall timeout instead of a deadline once they started.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miniserde::{Serialize, json};
@@ -18,8 +19,11 @@ use super::objects::{
 };
 use super::pull::{self, Message};
 
-/// The API version asked for: Docker 20.10's, which every current Docker and podman 3+ serve.
-const API: &str = "/v1.41";
+/// The API versions the agent speaks, newest first: the calls it makes read and write the same
+/// fields in both. Docker 20.10 (Debian 12) and podman serve 1.41 at most; Docker 29 refuses
+/// anything before 1.44. The client asks the engine's unversioned `/version` once and uses the
+/// newest of these the engine serves (see `negotiate`).
+const API_VERSIONS: [&str; 2] = ["1.44", "1.41"];
 /// The largest JSON answer read: a list of about a thousand containers fits.
 pub const JSON_CAP: usize = 1 << 20;
 /// How long a call may take by default (a stop's or restart's grace period comes on top).
@@ -32,6 +36,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EngineClient {
     socket: PathBuf,
     timeout: Duration,
+    /// The API prefix (`/v1.44`), asked once and shared by the clones; forgotten when the
+    /// engine refuses it (an engine upgraded under the agent).
+    api: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 impl EngineClient {
@@ -40,12 +47,20 @@ impl EngineClient {
         EngineClient {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
+            api: Arc::default(),
         }
     }
 
     /// The same engine with `timeout` per call (and for the head of a streaming answer).
     pub fn with_timeout(mut self, timeout: Duration) -> EngineClient {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same engine spoken to in API `version` (`1.41`) without asking it first: for an
+    /// engine known to serve that version, such as a test's fake one.
+    pub fn with_api_version(self, version: &str) -> EngineClient {
+        *self.api.lock().expect("not poisoned") = Some(format!("/v{version}").into());
         self
     }
 
@@ -63,7 +78,8 @@ impl EngineClient {
 
     /// `GET /images/{name}/json`; `None` when the engine has no such image.
     pub async fn image_inspect(&self, name: &str) -> Result<Option<ImageDetails>, EngineError> {
-        let target = format!("{API}/images/{}/json", path_segment(name)?);
+        let api = self.api().await?;
+        let target = format!("{api}/images/{}/json", path_segment(name)?);
         let body = self.json_call("GET", &target, None, self.timeout).await;
         absent_as_none(body)?
             .map(|body| objects::image(&body))
@@ -83,6 +99,7 @@ impl EngineClient {
         stall: Duration,
         mut progress: impl FnMut(&PullProgress),
     ) -> Result<(), EngineError> {
+        let api = self.api().await?;
         if tag.is_empty() {
             return Err(EngineError::InvalidRequest(
                 "a pull without a tag would pull every tag of the image",
@@ -103,7 +120,7 @@ impl EngineClient {
             None => &[],
         };
         let target = format!(
-            "{API}/images/create?fromImage={}&tag={}",
+            "{api}/images/create?fromImage={}&tag={}",
             query_value(image),
             query_value(tag)
         );
@@ -142,14 +159,16 @@ impl EngineClient {
     /// `GET /containers/json?all=true`, filtered to containers carrying every one of `labels`
     /// (`key=value`, or `key` for any value).
     pub async fn containers(&self, labels: &[&str]) -> Result<Vec<ContainerSummary>, EngineError> {
-        let target = format!("{API}/containers/json?all=true{}", label_filter(labels));
+        let api = self.api().await?;
+        let target = format!("{api}/containers/json?all=true{}", label_filter(labels));
         let body = self.json_call("GET", &target, None, self.timeout).await?;
         objects::containers(&body)
     }
 
     /// `POST /containers/create?name=` with the caller's JSON `body` (Docker's create config).
     pub async fn container_create(&self, name: &str, body: &str) -> Result<Created, EngineError> {
-        let target = format!("{API}/containers/create?name={}", query_value(name));
+        let api = self.api().await?;
+        let target = format!("{api}/containers/create?name={}", query_value(name));
         let body = self
             .json_call("POST", &target, Some(body), self.timeout)
             .await?;
@@ -158,23 +177,26 @@ impl EngineClient {
 
     /// `POST /containers/{id}/start`; one already running is left as it is.
     pub async fn container_start(&self, id: &str) -> Result<(), EngineError> {
-        let target = format!("{API}/containers/{}/start", path_segment(id)?);
+        let api = self.api().await?;
+        let target = format!("{api}/containers/{}/start", path_segment(id)?);
         self.empty_call("POST", &target, None, self.timeout).await
     }
 
     /// `POST /containers/{id}/stop?t=`: SIGTERM (or the container's stop signal), then SIGKILL
     /// after `grace` (whole seconds, rounded up); one already stopped is left as it is.
     pub async fn container_stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let api = self.api().await?;
         let seconds = whole_seconds(grace);
-        let target = format!("{API}/containers/{}/stop?t={seconds}", path_segment(id)?);
+        let target = format!("{api}/containers/{}/stop?t={seconds}", path_segment(id)?);
         let timeout = self.timeout + Duration::from_secs(seconds);
         self.empty_call("POST", &target, None, timeout).await
     }
 
     /// `POST /containers/{id}/restart?t=`, with `grace` as for a stop.
     pub async fn container_restart(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let api = self.api().await?;
         let seconds = whole_seconds(grace);
-        let target = format!("{API}/containers/{}/restart?t={seconds}", path_segment(id)?);
+        let target = format!("{api}/containers/{}/restart?t={seconds}", path_segment(id)?);
         let timeout = self.timeout + Duration::from_secs(seconds);
         self.empty_call("POST", &target, None, timeout).await
     }
@@ -187,8 +209,9 @@ impl EngineClient {
         force: bool,
         volumes: bool,
     ) -> Result<(), EngineError> {
+        let api = self.api().await?;
         let target = format!(
-            "{API}/containers/{}?force={force}&v={volumes}",
+            "{api}/containers/{}?force={force}&v={volumes}",
             path_segment(id)?
         );
         self.empty_call("DELETE", &target, None, self.timeout).await
@@ -199,7 +222,8 @@ impl EngineClient {
         &self,
         id: &str,
     ) -> Result<Option<ContainerDetails>, EngineError> {
-        let target = format!("{API}/containers/{}/json", path_segment(id)?);
+        let api = self.api().await?;
+        let target = format!("{api}/containers/{}/json", path_segment(id)?);
         let body = self.json_call("GET", &target, None, self.timeout).await;
         absent_as_none(body)?
             .map(|body| objects::container(&body))
@@ -216,8 +240,9 @@ impl EngineClient {
         path: &str,
         tar: &[u8],
     ) -> Result<(), EngineError> {
+        let api = self.api().await?;
         let target = format!(
-            "{API}/containers/{}/archive?path={}",
+            "{api}/containers/{}/archive?path={}",
             path_segment(id)?,
             query_value(path)
         );
@@ -232,8 +257,9 @@ impl EngineClient {
 
     /// `GET /containers/{id}/logs`: the log as a stream of pieces (see `LogOptions`).
     pub async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream, EngineError> {
+        let api = self.api().await?;
         let mut target = format!(
-            "{API}/containers/{}/logs?stdout=true&stderr=true&follow={}&timestamps={}",
+            "{api}/containers/{}/logs?stdout=true&stderr=true&follow={}&timestamps={}",
             path_segment(id)?,
             options.follow,
             options.timestamps
@@ -258,8 +284,9 @@ impl EngineClient {
 
     /// `GET /networks`, filtered to networks carrying every one of `labels`.
     pub async fn networks(&self, labels: &[&str]) -> Result<Vec<Network>, EngineError> {
+        let api = self.api().await?;
         let target = format!(
-            "{API}/networks?{}",
+            "{api}/networks?{}",
             &label_filter(labels).trim_start_matches('&')
         );
         let body = self.json_call("GET", &target, None, self.timeout).await?;
@@ -268,7 +295,8 @@ impl EngineClient {
 
     /// `GET /networks/{id}`; `None` when there is no such network.
     pub async fn network_inspect(&self, id: &str) -> Result<Option<Network>, EngineError> {
-        let target = format!("{API}/networks/{}", path_segment(id)?);
+        let api = self.api().await?;
+        let target = format!("{api}/networks/{}", path_segment(id)?);
         let body = self.json_call("GET", &target, None, self.timeout).await;
         absent_as_none(body)?
             .map(|body| objects::network(&body))
@@ -277,7 +305,8 @@ impl EngineClient {
 
     /// `POST /networks/create` with the caller's JSON `body` (name, driver, labels, …).
     pub async fn network_create(&self, body: &str) -> Result<Created, EngineError> {
-        let target = format!("{API}/networks/create");
+        let api = self.api().await?;
+        let target = format!("{api}/networks/create");
         let body = self
             .json_call("POST", &target, Some(body), self.timeout)
             .await?;
@@ -286,7 +315,8 @@ impl EngineClient {
 
     /// `DELETE /networks/{id}`. `NotFound` when there is none.
     pub async fn network_remove(&self, id: &str) -> Result<(), EngineError> {
-        let target = format!("{API}/networks/{}", path_segment(id)?);
+        let api = self.api().await?;
+        let target = format!("{api}/networks/{}", path_segment(id)?);
         self.empty_call("DELETE", &target, None, self.timeout).await
     }
 
@@ -298,6 +328,7 @@ impl EngineClient {
         container: &str,
         aliases: &[&str],
     ) -> Result<(), EngineError> {
+        let api = self.api().await?;
         #[derive(Serialize)]
         struct EndpointConfig {
             #[serde(rename = "Aliases")]
@@ -316,15 +347,16 @@ impl EngineClient {
                 aliases: aliases.iter().map(|alias| alias.to_string()).collect(),
             },
         });
-        let target = format!("{API}/networks/{}/connect", path_segment(network)?);
+        let target = format!("{api}/networks/{}/connect", path_segment(network)?);
         self.empty_call("POST", &target, Some(&body), self.timeout)
             .await
     }
 
     /// `GET /volumes`, filtered to volumes carrying every one of `labels`.
     pub async fn volumes(&self, labels: &[&str]) -> Result<Vec<Volume>, EngineError> {
+        let api = self.api().await?;
         let target = format!(
-            "{API}/volumes?{}",
+            "{api}/volumes?{}",
             &label_filter(labels).trim_start_matches('&')
         );
         let body = self.json_call("GET", &target, None, self.timeout).await?;
@@ -333,7 +365,8 @@ impl EngineClient {
 
     /// `GET /volumes/{name}`; `None` when there is no such volume.
     pub async fn volume_inspect(&self, name: &str) -> Result<Option<Volume>, EngineError> {
-        let target = format!("{API}/volumes/{}", path_segment(name)?);
+        let api = self.api().await?;
+        let target = format!("{api}/volumes/{}", path_segment(name)?);
         let body = self.json_call("GET", &target, None, self.timeout).await;
         absent_as_none(body)?
             .map(|body| objects::volume(&body))
@@ -342,7 +375,8 @@ impl EngineClient {
 
     /// `POST /volumes/create` with the caller's JSON `body` (name, driver, labels, …).
     pub async fn volume_create(&self, body: &str) -> Result<Volume, EngineError> {
-        let target = format!("{API}/volumes/create");
+        let api = self.api().await?;
+        let target = format!("{api}/volumes/create");
         let body = self
             .json_call("POST", &target, Some(body), self.timeout)
             .await?;
@@ -351,7 +385,8 @@ impl EngineClient {
 
     /// `DELETE /volumes/{name}`. `NotFound` when there is none, `Conflict` while in use.
     pub async fn volume_remove(&self, name: &str) -> Result<(), EngineError> {
-        let target = format!("{API}/volumes/{}", path_segment(name)?);
+        let api = self.api().await?;
+        let target = format!("{api}/volumes/{}", path_segment(name)?);
         self.empty_call("DELETE", &target, None, self.timeout).await
     }
 
@@ -362,8 +397,33 @@ impl EngineClient {
         cap: usize,
     ) -> Result<Vec<u8>, EngineError> {
         let deadline = Instant::now() + timeout;
-        let mut answer = exchange::send(&self.socket, request, deadline, timeout).await?;
-        answer.read_to_end(cap, deadline).await
+        let answer = async {
+            let mut answer = exchange::send(&self.socket, request, deadline, timeout).await?;
+            answer.read_to_end(cap, deadline).await
+        };
+        let result = answer.await;
+        if let Err(EngineError::Status {
+            status: 400,
+            message,
+        }) = &result
+            && message.contains("API version")
+        {
+            // "client version 1.41 is too old. Minimum supported API version is 1.44": the
+            // engine changed under the agent; the next call asks again.
+            *self.api.lock().expect("not poisoned") = None;
+        }
+        result
+    }
+
+    /// The API prefix to put before a call's path, asked of the engine the first time.
+    async fn api(&self) -> Result<Arc<str>, EngineError> {
+        if let Some(api) = self.api.lock().expect("not poisoned").clone() {
+            return Ok(api);
+        }
+        let version = self.version().await?;
+        let api: Arc<str> = format!("/v{}", negotiate(&version)).into();
+        *self.api.lock().expect("not poisoned") = Some(api.clone());
+        Ok(api)
     }
 
     /// A call whose answer is JSON (at most `JSON_CAP`), with an optional JSON body.
@@ -395,6 +455,32 @@ impl EngineClient {
         self.json_call(method, target, body, timeout)
             .await
             .map(drop)
+    }
+}
+
+/// The newest of `API_VERSIONS` the engine serves. An engine older than all of them gets its
+/// own newest (the calls are old and may still work); one that says nothing gets 1.41.
+fn negotiate(engine: &EngineVersion) -> String {
+    let parse = |text: &str| -> Option<(u32, u32)> {
+        let (major, minor) = text.trim().split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    let newest = parse(&engine.api_version);
+    let oldest = parse(&engine.min_api_version);
+    let served = |candidate: (u32, u32)| {
+        newest.is_none_or(|newest| candidate <= newest)
+            && oldest.is_none_or(|oldest| candidate >= oldest)
+    };
+    if let Some(candidate) = API_VERSIONS
+        .iter()
+        .find(|c| served(parse(c).expect("well-formed")))
+    {
+        return candidate.to_string();
+    }
+    match (newest, oldest) {
+        (Some((major, minor)), _) if (major, minor) < (1, 41) => format!("{major}.{minor}"),
+        (_, Some((major, minor))) => format!("{major}.{minor}"),
+        _ => API_VERSIONS[API_VERSIONS.len() - 1].to_string(),
     }
 }
 

@@ -15,7 +15,9 @@ use crate::engine::{LogPiece, LogSource};
 const VERSION: &str = r#"{"Platform":{"Name":"Docker Engine - Community"},"Version":"24.0.7","ApiVersion":"1.43","MinAPIVersion":"1.12","Os":"linux"}"#;
 
 fn client(engine: &FakeEngine) -> EngineClient {
-    EngineClient::new(&engine.socket).with_timeout(Duration::from_millis(500))
+    EngineClient::new(&engine.socket)
+        .with_timeout(Duration::from_millis(500))
+        .with_api_version("1.41")
 }
 
 /// Writes `body` in chunks of `size` bytes, each flushed and a moment apart, so that they
@@ -44,7 +46,8 @@ fn version_with_content_length_and_the_request_sent() {
         version,
         EngineVersion {
             version: "24.0.7".into(),
-            api_version: "1.43".into()
+            api_version: "1.43".into(),
+            min_api_version: "1.12".into(),
         }
     );
     let request = &engine.requests()[0];
@@ -182,7 +185,9 @@ fn an_endless_answer_is_cut_at_the_cap() {
             stream.write_all(b"\r\n")?;
         }
     });
-    let client = EngineClient::new(&engine.socket).with_timeout(Duration::from_secs(20));
+    let client = EngineClient::new(&engine.socket)
+        .with_timeout(Duration::from_secs(20))
+        .with_api_version("1.41");
     let error = block_on(client.containers(&[])).unwrap_err();
     assert!(
         matches!(error, EngineError::TooLarge(JSON_CAP)),
@@ -196,7 +201,12 @@ fn an_endless_answer_is_cut_at_the_cap() {
     let engine = FakeEngine::start("too-long", |_, stream| {
         stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n[")
     });
-    let error = block_on(EngineClient::new(&engine.socket).containers(&[])).unwrap_err();
+    let error = block_on(
+        EngineClient::new(&engine.socket)
+            .with_api_version("1.41")
+            .containers(&[]),
+    )
+    .unwrap_err();
     assert!(
         matches!(error, EngineError::TooLarge(JSON_CAP)),
         "{error:?}"
@@ -294,7 +304,7 @@ fn calls_send_their_method_target_and_body() {
 
 #[test]
 fn names_that_would_route_elsewhere_are_not_sent() {
-    let client = EngineClient::new("/nonexistent/docker.sock");
+    let client = EngineClient::new("/nonexistent/docker.sock").with_api_version("1.41");
     for name in ["", "..", "../../version", "a/./b"] {
         let error = block_on(client.container_inspect(name)).unwrap_err();
         assert!(
@@ -558,4 +568,99 @@ fn a_tty_log_is_one_raw_stream() {
     let pieces = read_all(&mut stream).unwrap();
     let joined: Vec<u8> = pieces.into_iter().flat_map(|piece| piece.bytes).collect();
     assert_eq!(joined, b"2024-05-01T10:00:00Z \x01\x00 from a tty\r\n");
+}
+
+#[test]
+fn the_api_version_is_the_newest_both_sides_speak_asked_once() {
+    let engine_answers = |api: &'static str, min: &'static str| {
+        let version = format!(
+            r#"{{"Version":"x","ApiVersion":"{api}"{}}}"#,
+            if min.is_empty() {
+                String::new()
+            } else {
+                format!(r#","MinAPIVersion":"{min}""#)
+            }
+        );
+        FakeEngine::start("negotiate", move |request, stream| {
+            let body = if request.target() == "/version" {
+                version.clone()
+            } else {
+                "[]".to_string()
+            };
+            stream.write_all(answer("200 OK", &body).as_bytes())
+        })
+    };
+    for (api, min, expected) in [
+        // Docker 29: nothing before 1.44.
+        ("1.52", "1.44", "/v1.44/containers/json"),
+        // Docker 24.
+        ("1.43", "1.12", "/v1.41/containers/json"),
+        // Debian 12's Docker 20.10, and podman, which says no minimum.
+        ("1.41", "1.12", "/v1.41/containers/json"),
+        ("1.41", "", "/v1.41/containers/json"),
+        // Older than both: its own newest.
+        ("1.40", "1.12", "/v1.40/containers/json"),
+        // A future Docker that drops 1.44 too: its oldest.
+        ("1.60", "1.50", "/v1.50/containers/json"),
+    ] {
+        let engine = engine_answers(api, min);
+        let client = EngineClient::new(&engine.socket).with_timeout(Duration::from_secs(5));
+        block_on(client.containers(&[])).unwrap();
+        block_on(client.clone().containers(&[])).unwrap();
+        let targets: Vec<String> = engine
+            .requests()
+            .iter()
+            .map(|request| request.target().split('?').next().unwrap().to_string())
+            .collect();
+        assert_eq!(targets, ["/version", expected, expected], "{api} {min}");
+    }
+}
+
+#[test]
+fn an_engine_that_refuses_the_version_is_asked_again() {
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = refused.clone();
+    let engine = FakeEngine::start("upgraded", move |request, stream| {
+        let body = match request.target() {
+            "/version" if flag.load(std::sync::atomic::Ordering::SeqCst) => {
+                r#"{"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.44"}"#
+            }
+            "/version" => r#"{"Version":"20.10.24","ApiVersion":"1.41"}"#,
+            target
+                if target.starts_with("/v1.41/")
+                    && flag.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                return stream.write_all(
+                    answer(
+                        "400 Bad Request",
+                        r#"{"message":"client version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version"}"#,
+                    )
+                    .as_bytes(),
+                );
+            }
+            _ => "[]",
+        };
+        stream.write_all(answer("200 OK", body).as_bytes())
+    });
+    let client = EngineClient::new(&engine.socket).with_timeout(Duration::from_secs(5));
+    block_on(client.containers(&[])).unwrap();
+    refused.store(true, std::sync::atomic::Ordering::SeqCst);
+    let error = block_on(client.containers(&[])).unwrap_err();
+    assert!(error.to_string().contains("too old"), "{error}");
+    block_on(client.containers(&[])).unwrap();
+    let targets: Vec<String> = engine
+        .requests()
+        .iter()
+        .map(|request| request.target().split('?').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/version",
+            "/v1.41/containers/json",
+            "/v1.41/containers/json",
+            "/version",
+            "/v1.44/containers/json"
+        ]
+    );
 }

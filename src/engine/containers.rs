@@ -11,8 +11,11 @@ use super::Docker;
 use super::http as engine_http;
 use crate::text::printable;
 
-/// The API version asked for: Docker 20.10's, which every current Docker and podman 3+ serve.
-const CONTAINERS_PATH: &str = "/v1.41/containers/json";
+/// Unversioned: the engine answers in its own current API version. No version serves every
+/// engine (Docker 29 refuses anything before 1.44, Docker 20.10 and podman anything after
+/// 1.41), and the two fields read here (`Names`, `State`) are the same in all of them, so the
+/// heartbeat spends no exchange on asking.
+const CONTAINERS_PATH: &str = "/containers/json";
 const VERSION_PATH: &str = "/version";
 
 /// Each heartbeat lists the containers: a hung engine may hold a heartbeat up this long, no more.

@@ -21,6 +21,9 @@ pub struct EngineVersion {
     pub version: String,
     /// The newest API version the engine serves (`1.41`, `1.43`, …).
     pub api_version: String,
+    /// The oldest API version it still serves (Docker 29 refuses anything before `1.44`);
+    /// empty when the engine does not say (podman, older Docker).
+    pub min_api_version: String,
 }
 
 /// `GET /images/{name}/json`.
@@ -127,11 +130,14 @@ pub(super) fn version(body: &[u8]) -> Result<EngineVersion, EngineError> {
         version: Option<String>,
         #[serde(rename = "ApiVersion")]
         api_version: Option<String>,
+        #[serde(rename = "MinAPIVersion")]
+        min_api_version: Option<String>,
     }
     let wire: Wire = parse(body, "the expected version JSON")?;
     Ok(EngineVersion {
         version: wire.version.unwrap_or_default(),
         api_version: wire.api_version.unwrap_or_default(),
+        min_api_version: wire.min_api_version.unwrap_or_default(),
     })
 }
 
