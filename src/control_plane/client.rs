@@ -4,14 +4,14 @@
 use std::io;
 use std::time::Duration;
 
-use ureq::http::{HeaderValue, Response};
+use ureq::http::{HeaderValue, Response, Uri};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
 use super::protocol::{self, RegisterRequest, Registration};
 use super::transport::OneWritePerRequest;
-use crate::config::{Config, ControlPlaneUrl, Scheme};
+use crate::config::{Config, ControlPlaneUrl, REGISTER_PATH, Scheme};
 use crate::node::HeartbeatPayload;
 
 /// Time allowed to open a connection.
@@ -37,7 +37,7 @@ pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
 /// Where a registration's heartbeats go and how they authenticate. Holds the token: its
 /// `Debug` does not show it.
 pub struct HeartbeatTarget {
-    url: String,
+    url: Uri,
     /// Checked and marked sensitive once, so neither work nor a debug print repeats per tick.
     authorization: HeaderValue,
 }
@@ -76,17 +76,15 @@ impl std::fmt::Display for Failure {
 pub struct ControlPlane {
     agent: Agent,
     url: ControlPlaneUrl,
-    register_url: String,
+    /// Parsed once: a kept URI is cloned per request, not parsed again.
+    register_url: Uri,
     /// Whether a connection closed early over HTTPS may mean a missing client certificate.
     hint_client_cert: bool,
 }
 
 impl ControlPlane {
     pub fn new(settings: &Config) -> ControlPlane {
-        let proxy = settings.proxy.as_ref().map(|choice| {
-            // Checked when the settings were read: the URL has a scheme, a host and a port.
-            ureq::Proxy::new(&choice.url).expect("a checked proxy URL")
-        });
+        let proxy = settings.proxy.as_ref().map(|choice| choice.proxy.clone());
         let url = &settings.control_plane_url;
         let config = Agent::config_builder()
             .http_status_as_error(false)
@@ -109,7 +107,9 @@ impl ControlPlane {
                 InlineResolver,
             ),
             url: url.clone(),
-            register_url: url.endpoint("/api/v1/nodes/register"),
+            register_url: url
+                .endpoint(REGISTER_PATH)
+                .expect("checked when the settings were read"),
             hint_client_cert: url.scheme() == Scheme::Https && !settings.has_client_cert(),
         }
     }
@@ -132,7 +132,11 @@ impl ControlPlane {
     /// `Authorization` header, made once instead of at every tick.
     pub fn heartbeat_target(&self, registration: &Registration) -> HeartbeatTarget {
         HeartbeatTarget {
-            url: self.url.endpoint(&registration.heartbeat_path()),
+            // The URL was checked with the longest node id a registration may carry.
+            url: self
+                .url
+                .endpoint(&registration.heartbeat_path())
+                .expect("checked when the settings were read"),
             authorization: {
                 // The token was checked to be visible ASCII when the registration was read.
                 let mut value =
@@ -160,7 +164,7 @@ impl ControlPlane {
     /// POSTs a JSON body and reads a 2xx answer with `parse`; anything else is a `Failure`.
     fn post<T>(
         &self,
-        url: &str,
+        url: &Uri,
         body: &str,
         authorization: Option<&HeaderValue>,
         parse: impl FnOnce(&str) -> Result<T, String>,
