@@ -516,12 +516,16 @@ fn host_paths(
     };
     for file in ["stat", "meminfo"] {
         let path = host.proc.join(file);
-        if let Err(error) = std::fs::metadata(&path) {
-            return Err(ConfigError(format!(
-                "invalid HOST_PROC={:?}: cannot read {:?}: {error}",
-                host.proc, path
-            )));
-        }
+        let problem = match std::fs::metadata(&path) {
+            Err(error) => format!("cannot read {path:?}: {error}"),
+            // /proc's files are regular files; opening a FIFO put there would wait forever.
+            Ok(metadata) if !metadata.is_file() => format!("{path:?} is not a regular file"),
+            Ok(_) => continue,
+        };
+        return Err(ConfigError(format!(
+            "invalid HOST_PROC={:?}: {problem}",
+            host.proc
+        )));
     }
     let disk_on_this_machine = host.disk_on_this_machine();
     if let Err(error) = nix::sys::statvfs::statvfs(Path::new(&disk_on_this_machine)) {
