@@ -14,7 +14,8 @@ use super::transport::OneWritePerRequest;
 use crate::config::{Config, ControlPlaneUrl, REGISTER_PATH, Scheme};
 use crate::node::HeartbeatPayload;
 
-/// Time allowed to open a connection.
+pub use super::net::RESOLVE_TIMEOUT;
+/// Time allowed to open a connection, once the name is looked up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a whole request, from resolving the name to the last byte of the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,6 +90,7 @@ impl ControlPlane {
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .timeout_resolve(Some(RESOLVE_TIMEOUT))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(format!("miaas-agent/{}", crate::VERSION))
@@ -104,7 +106,7 @@ impl ControlPlane {
             agent: Agent::with_parts(
                 config,
                 DefaultConnector::new().chain(OneWritePerRequest),
-                InlineResolver,
+                BoundedResolver,
             ),
             url: url.clone(),
             register_url: url
@@ -204,6 +206,13 @@ impl ControlPlane {
 
     /// ureq's errors in an operator's words.
     fn describe(&self, error: &ureq::Error) -> String {
+        if let ureq::Error::Timeout(ureq::Timeout::Resolve) = error {
+            return format!(
+                "no answer to the name lookup of {} within {}s; check the node's DNS servers (/etc/resolv.conf)",
+                self.url.host(),
+                RESOLVE_TIMEOUT.as_secs()
+            );
+        }
         let mut text = describe(error);
         if self.hint_client_cert
             && matches!(error, ureq::Error::Io(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof))
@@ -272,16 +281,17 @@ fn describe(error: &ureq::Error) -> String {
     }
 }
 
-/// Resolves on the calling thread; see [`super::net::resolve`].
+/// Resolves with the time limit ureq gives (`RESOLVE_TIMEOUT` for the control plane's name, what
+/// is left of `CONNECT_TIMEOUT` for a proxy's); see [`super::net::resolve`].
 #[derive(Debug)]
-struct InlineResolver;
+struct BoundedResolver;
 
-impl Resolver for InlineResolver {
+impl Resolver for BoundedResolver {
     fn resolve(
         &self,
         uri: &ureq::http::Uri,
         _config: &ureq::config::Config,
-        _timeout: NextTimeout,
+        timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let port = match uri.port_u16() {
@@ -290,7 +300,13 @@ impl Resolver for InlineResolver {
             None => 80,
         };
         let mut addresses = self.empty();
-        let resolved = super::net::resolve(host, port).map_err(|_| ureq::Error::HostNotFound)?;
+        let resolved =
+            super::net::resolve(host, port, *timeout.after).map_err(|error| {
+                match error.kind() {
+                    io::ErrorKind::TimedOut => ureq::Error::Timeout(timeout.reason),
+                    _ => ureq::Error::HostNotFound,
+                }
+            })?;
         // ureq keeps at most 16 addresses.
         for address in resolved.into_iter().take(16) {
             addresses.push(address);

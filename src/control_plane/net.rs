@@ -1,17 +1,35 @@
-//! Name resolution and routes, done on the calling thread.
+//! Name resolution and routes.
 //!
-//! ureq's own resolver starts a thread per lookup once a timeout is set; the agent resolves
-//! only when it opens a connection (kept-alive heartbeats resolve nothing), so it does the lookup
-//! inline. `localhost` is loopback even where there is no /etc/hosts, as in a `FROM scratch`
-//! image.
+//! A name lookup (`getaddrinfo`) cannot be interrupted and has no time limit but the resolver's
+//! own (resolv.conf's `timeout` × `attempts` × name servers: 5 s to minutes), so each runs on a
+//! thread of its own while the caller waits at most its time limit, as ureq's own resolver does.
+//! Lookups happen only when a connection opens (kept-alive heartbeats resolve nothing), and
+//! literal addresses and `localhost` need neither a lookup nor a thread. `localhost` is loopback
+//! even where there is no /etc/hosts, as in a `FROM scratch` image.
+//!
+//! A lookup given up on keeps its thread until the resolver gives up too. At most
+//! [`MAX_UNFINISHED_LOOKUPS`] run at once; past that a lookup fails at once rather than adding
+//! threads (the systemd unit allows the agent 16 tasks).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use crate::config::ControlPlaneUrl;
 
-/// The addresses of `host`, a name or an IP literal (IPv6 with or without brackets).
-pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+/// Time allowed to look up the control plane's (or the proxy's) name.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Lookups that may be running at once, including those already given up on.
+pub const MAX_UNFINISHED_LOOKUPS: usize = 4;
+
+static UNFINISHED_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The addresses of `host`, a name or an IP literal (IPv6 with or without brackets). A lookup
+/// that has no answer within `timeout` is an error of kind `TimedOut`.
+pub fn resolve(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -23,7 +41,7 @@ pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
         ]);
     }
-    let addresses: Vec<SocketAddr> = (bare, port).to_socket_addrs()?.collect();
+    let addresses = lookup(bare, port, timeout)?;
     if addresses.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -33,11 +51,51 @@ pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(addresses)
 }
 
+/// `getaddrinfo` on a thread of its own, waited for at most `timeout`.
+fn lookup(name: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
+    if UNFINISHED_LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_UNFINISHED_LOOKUPS {
+        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "earlier name lookups are still unanswered",
+        ));
+    }
+    let (answer, answered) = mpsc::sync_channel(1);
+    let looked_up = name.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("name lookup".into())
+        .spawn(move || {
+            let addresses = (looked_up.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>);
+            UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+            // Nobody listens any more when the caller gave up: nothing to do then.
+            let _ = answer.send(addresses);
+        });
+    if let Err(error) = spawned {
+        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        return Err(error);
+    }
+    match answered.recv_timeout(timeout) {
+        Ok(addresses) => addresses,
+        Err(RecvTimeoutError::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no answer to the name lookup of {name} within {}s; check the node's DNS servers (/etc/resolv.conf)",
+                timeout.as_secs_f64()
+            ),
+        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(io::Error::other("the name lookup ended without an answer"))
+        }
+    }
+}
+
 /// The local address the kernel would send from to reach the control plane: a UDP socket is
 /// `connect`ed to it (which sends nothing) and asked for its own address.
 pub fn local_address_towards(url: &ControlPlaneUrl) -> io::Result<IpAddr> {
     let mut last_error = None;
-    for target in resolve(url.host(), url.port())? {
+    for target in resolve(url.host(), url.port(), RESOLVE_TIMEOUT)? {
         let unspecified: IpAddr = match target {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -61,14 +119,14 @@ mod tests {
     #[test]
     fn literals_and_localhost_need_no_lookup() {
         assert_eq!(
-            resolve("10.1.2.3", 80).unwrap(),
+            resolve("10.1.2.3", 80, RESOLVE_TIMEOUT).unwrap(),
             vec!["10.1.2.3:80".parse().unwrap()]
         );
         assert_eq!(
-            resolve("[::1]", 81).unwrap(),
+            resolve("[::1]", 81, RESOLVE_TIMEOUT).unwrap(),
             vec!["[::1]:81".parse().unwrap()]
         );
-        let local = resolve("LocalHost.", 8080).unwrap();
+        let local = resolve("LocalHost.", 8080, RESOLVE_TIMEOUT).unwrap();
         assert_eq!(local[0], "127.0.0.1:8080".parse().unwrap());
     }
 
