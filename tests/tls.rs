@@ -99,6 +99,31 @@ fn expired_certificate_is_refused() {
 }
 
 #[test]
+fn a_ca_certificate_as_the_servers_own_is_explained() {
+    // A self-signed CA:TRUE certificate served by the control plane and given as CA_CERT: a
+    // common shortcut that TLS refuses (webpki's CaUsedAsEndEntity).
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let control_plane = ControlPlane::start_tls(&TlsIdentity {
+        cert_chain_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+        client_ca_pem: None,
+    });
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &write(&dir, "ca.pem", &certificate.pem()))],
+    );
+    agent.expect_line(
+        "Failed to register with control plane: TLS: the control plane's certificate is a CA certificate (CA:TRUE), which TLS does not accept as a server's own; issue the control plane a server certificate signed by that CA, and put the CA in CA_CERT",
+        WAIT,
+    );
+    assert!(control_plane.nodes().is_empty());
+}
+
+#[test]
 fn mutual_tls_required_and_satisfied() {
     let server_ca = Ca::new("server CA");
     let client_ca = Ca::new("client CA");
