@@ -108,6 +108,9 @@ pub fn choose(
         None => false,
     };
     let url = if has_port {
+        if proxy_port(host_port) == Some(0) {
+            return Err(invalid("the proxy's port must be from 1 to 65535"));
+        }
         format!("{scheme}://{authority}")
     } else {
         format!("{scheme}://{authority}:1080")
@@ -123,6 +126,11 @@ pub fn choose(
         variable,
         proxy,
     }))
+}
+
+/// The port of `host:port`, if it has one.
+fn proxy_port(host_port: &str) -> Option<u16> {
+    host_port.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Whether `host` is on the `no_proxy` list.
@@ -295,6 +303,14 @@ mod tests {
                 "{value}: {error}"
             );
             assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        for value in ["http://p:0", "p:0", "http://u:p@[::1]:0"] {
+            let error = choose_with("http://cp", &[("http_proxy", value)]).unwrap_err();
+            assert!(error.contains("from 1 to 65535"), "{value}: {error}");
         }
     }
 
