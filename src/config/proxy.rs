@@ -30,6 +30,17 @@ pub struct ProxyChoice {
 }
 
 impl ProxyChoice {
+    /// The choice of `url` (`scheme://[user:password@]host:port`) from `variable`, with the HTTP
+    /// client's proxy built from it; `Err` when the client cannot parse it.
+    pub fn new(url: String, variable: &'static str) -> Result<ProxyChoice, ureq::Error> {
+        let proxy = ureq::Proxy::new(&url)?;
+        Ok(ProxyChoice {
+            url,
+            variable,
+            proxy,
+        })
+    }
+
     /// The proxy URL without credentials, for log lines.
     pub fn display(&self) -> String {
         without_credentials(&self.url)
@@ -115,17 +126,14 @@ pub fn choose(
     } else {
         format!("{scheme}://{authority}:1080")
     };
-    let proxy = ureq::Proxy::new(&url).map_err(|_| {
-        invalid(
-            "is not a proxy URL the HTTP client can use; write it as http://[user:password@]host[:port], \
-             with a host name or address and percent-encoded (UTF-8) credentials",
-        )
-    })?;
-    Ok(Some(ProxyChoice {
-        url,
-        variable,
-        proxy,
-    }))
+    ProxyChoice::new(url, variable)
+        .map(Some)
+        .map_err(|_| {
+            invalid(
+                "is not a proxy URL the HTTP client can use; write it as http://[user:password@]host[:port], \
+                 with a host name or address and percent-encoded (UTF-8) credentials",
+            )
+        })
 }
 
 /// The port of `host:port`, if it has one.

@@ -30,74 +30,99 @@ static UNFINISHED_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 /// The addresses of `host`, a name or an IP literal (IPv6 with or without brackets). A lookup
 /// that has no answer within `timeout` is an error of kind `TimedOut`.
 pub fn resolve(host: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let name = bare.trim_end_matches('.').to_ascii_lowercase();
-    if name == "localhost" || name.ends_with(".localhost") {
-        return Ok(vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-        ]);
-    }
-    let addresses = lookup(bare, port, timeout)?;
-    if addresses.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{bare} has no address"),
-        ));
-    }
-    Ok(addresses)
-}
-
-/// `getaddrinfo` on a thread of its own, waited for at most `timeout`.
-fn lookup(name: &str, port: u16, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
-    if UNFINISHED_LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_UNFINISHED_LOOKUPS {
-        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "earlier name lookups are still unanswered",
-        ));
+    if let Some(addresses) = without_lookup(host, port) {
+        return Ok(addresses);
     }
     // The answer, or `None` while the lookup runs. A mutex and a condition variable rather than
     // a channel: the same wait, in less code (the binary is measured).
     let slot: Arc<(Mutex<Option<Answer>>, Condvar)> = Arc::default();
     let filled = Arc::clone(&slot);
-    let looked_up = name.to_string();
-    let spawned = std::thread::Builder::new()
-        .name("name lookup".into())
-        .spawn(move || {
-            let addresses = (looked_up.as_str(), port)
-                .to_socket_addrs()
-                .map(Iterator::collect::<Vec<_>>);
-            UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
-            let (answer, ready) = &*filled;
-            // Nobody waits any more when the caller gave up: it is dropped with the slot then.
-            *answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(addresses);
-            ready.notify_one();
-        });
-    if let Err(error) = spawned {
-        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
-        return Err(error);
-    }
+    spawn_lookup(host, port, "name lookup", move |addresses| {
+        let (answer, ready) = &*filled;
+        // Nobody waits any more when the caller gave up: it is dropped with the slot then.
+        *answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(addresses);
+        ready.notify_one();
+    })?;
     let (answer, ready) = &*slot;
     let answer = answer.lock().unwrap_or_else(PoisonError::into_inner);
     let (mut answer, _) = ready
         .wait_timeout_while(answer, timeout, |answer| answer.is_none())
         .unwrap_or_else(PoisonError::into_inner);
-    answer.take().unwrap_or_else(|| {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "no answer to the name lookup of {name} within {}s; check the node's DNS servers (/etc/resolv.conf)",
-                timeout.as_secs_f64()
-            ),
-        ))
+    answer
+        .take()
+        .unwrap_or_else(|| Err(no_answer(host, timeout)))
+}
+
+/// What a lookup thread hands back.
+pub type Answer = io::Result<Vec<SocketAddr>>;
+
+/// The addresses of an IP literal or of `localhost`, which need no lookup; `None` for a name.
+pub fn without_lookup(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(vec![SocketAddr::new(ip, port)]);
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost")).then(|| {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ]
     })
 }
 
-type Answer = io::Result<Vec<SocketAddr>>;
+/// Starts `getaddrinfo` for `host` on a thread named `thread`, which hands the addresses (never
+/// an empty list) to `answer`. Fails at once when [`MAX_UNFINISHED_LOOKUPS`] are still running.
+/// The caller decides how long to wait.
+pub fn spawn_lookup(
+    host: &str,
+    port: u16,
+    thread: &str,
+    answer: impl FnOnce(Answer) + Send + 'static,
+) -> io::Result<()> {
+    if UNFINISHED_LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_UNFINISHED_LOOKUPS {
+        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "earlier name lookups are still unanswered; check the node's DNS servers (/etc/resolv.conf)",
+        ));
+    }
+    let name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let spawned = std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            let addresses = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>)
+                .and_then(|addresses| match addresses.is_empty() {
+                    true => Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{name} has no address"),
+                    )),
+                    false => Ok(addresses),
+                });
+            UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+            answer(addresses);
+        });
+    spawned.map(drop).inspect_err(|_| {
+        UNFINISHED_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+    })
+}
+
+/// The error of a lookup of `host` not answered within `timeout`.
+pub fn no_answer(host: &str, timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no answer to the name lookup of {} within {}s; check the node's DNS servers (/etc/resolv.conf)",
+            host.trim_start_matches('[').trim_end_matches(']'),
+            timeout.as_secs_f64()
+        ),
+    )
+}
 
 /// The local address the kernel would send from to reach the control plane: a UDP socket is
 /// `connect`ed to it (which sends nothing) and asked for its own address.
