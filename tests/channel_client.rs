@@ -352,10 +352,11 @@ fn through_a_connect_proxy_with_credentials() {
     let server = Server::start(None);
     let proxy = ConnectProxy::start();
     let registrations = Registrations::new();
-    let choice = ProxyChoice {
-        url: format!("http://agent:s3cret@127.0.0.1:{}", proxy.port()),
-        variable: "http_proxy",
-    };
+    let choice = ProxyChoice::new(
+        format!("http://agent:s3cret@127.0.0.1:{}", proxy.port()),
+        "http_proxy",
+    )
+    .unwrap();
     let (_channel, _endpoints) = start(
         settings(&server.url("http"), TlsFiles::default(), Some(choice)),
         &registrations,
@@ -381,10 +382,7 @@ fn https_through_a_connect_proxy() {
     let server = Server::start(Some(server_tls(&ca, None)));
     let proxy = ConnectProxy::start();
     let registrations = Registrations::new();
-    let choice = ProxyChoice {
-        url: proxy.url(),
-        variable: "https_proxy",
-    };
+    let choice = ProxyChoice::new(proxy.url(), "https_proxy").unwrap();
     let files = tls_files(&scratch_dir(), &ca, None);
     let (_channel, _endpoints) = start(
         settings(&server.url("https"), files, Some(choice)),

@@ -5,7 +5,7 @@ mod support;
 
 use support::connect_proxy::ConnectProxy;
 use support::pki::{Ca, scratch_dir, write};
-use support::{Agent, ControlPlane, WAIT, free_port};
+use support::{Agent, ControlPlane, WAIT, assert_config_error, free_port};
 
 #[test]
 fn http_proxy_carries_registration_and_heartbeats() {
@@ -118,4 +118,30 @@ fn https_control_plane_through_https_proxy_variable() {
         "{:?}",
         proxy.heads()
     );
+}
+
+#[test]
+fn a_proxy_the_http_client_cannot_parse_is_a_configuration_error() {
+    // Each passes the agent's own proxy checks; ureq's parser refuses it. Before the proxy was
+    // built with the settings, each aborted the agent (a crash loop under systemd).
+    for value in [
+        "pro xy:3128",
+        "http://a:1:2",
+        "http://[::1",
+        // Credentials that are not UTF-8 once percent-decoded; the line must not show them.
+        "http://agent:%ff%fe@127.0.0.1:3128",
+    ] {
+        let stderr = assert_config_error(
+            &[
+                ("CONTROL_PLANE_URL", "http://127.0.0.1:9"),
+                ("http_proxy", value),
+            ],
+            "http_proxy",
+        );
+        assert!(
+            stderr.contains("not a proxy URL the HTTP client can use"),
+            "{value}: {stderr}"
+        );
+        assert!(!stderr.contains("%ff"), "credentials shown: {stderr}");
+    }
 }

@@ -4,9 +4,16 @@
 
 mod support;
 
-use std::time::Duration;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use support::{Agent, ControlPlane, Endpoint, Fault, WAIT, free_port, node, registrations};
+use support::pki::{scratch_dir, write};
+use support::{
+    Agent, ControlPlane, Endpoint, Fault, WAIT, binary, free_port, node, registrations, skip,
+};
 
 #[test]
 fn registration_carries_the_node_figures() {
@@ -193,4 +200,137 @@ fn a_control_plane_down_for_a_while_gets_a_first_line_and_an_end_line() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count of attempts: {}", recovered[0]));
     assert!(attempts >= ATTEMPTS, "{}", recovered[0]);
+}
+
+/// The agent's limit on a name lookup (README, "How it behaves").
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A name server that never answers, on port 53 of a loopback address of its own (resolv.conf
+/// cannot name a port): it only counts the queries it gets.
+struct SilentNameServer {
+    address: Ipv4Addr,
+    queries: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SilentNameServer {
+    fn start() -> std::io::Result<SilentNameServer> {
+        let address = Ipv4Addr::new(127, 53, 99, (std::process::id() % 250 + 1) as u8);
+        let socket = UdpSocket::bind((address, 53))?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let queries = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (Arc::clone(&queries), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut query = [0u8; 512];
+            while !stopped.load(Ordering::SeqCst) {
+                if socket.recv_from(&mut query).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(SilentNameServer {
+            address,
+            queries,
+            stop,
+        })
+    }
+}
+
+impl Drop for SilentNameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The agent in a mount namespace of its own whose /etc/resolv.conf names `server` and tells the
+/// resolver to wait 30 s for an answer (and /etc/nsswitch.conf, where there is one, sends host
+/// names to DNS), so that only the agent's own limit can end a lookup sooner.
+fn agent_with_name_server(server: Ipv4Addr, env: &[(&str, &str)]) -> Agent {
+    let dir = scratch_dir();
+    let resolv_conf = write(
+        &dir,
+        "resolv.conf",
+        &format!("nameserver {server}\noptions timeout:30 attempts:1\n"),
+    );
+    let nsswitch_conf = write(&dir, "nsswitch.conf", "hosts: files dns\n");
+    let script = "/bin/mount --bind \"$0\" /etc/resolv.conf && \
+        { [ ! -e /etc/nsswitch.conf ] || /bin/mount --bind \"$1\" /etc/nsswitch.conf; } && \
+        exec \"$2\"";
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .arg(&resolv_conf)
+        .arg(&nsswitch_conf)
+        .arg(binary())
+        .env_clear();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Agent::spawn(command)
+}
+
+#[test]
+fn an_unanswered_name_lookup_is_given_up_after_its_time_limit() {
+    let can_unshare = Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    let server = match SilentNameServer::start() {
+        Ok(server) if can_unshare => server,
+        Ok(_) => {
+            return skip("cannot make a mount namespace (needs root)");
+        }
+        Err(error) => {
+            return skip(&format!(
+                "cannot bind a loopback port 53 (needs root): {error}"
+            ));
+        }
+    };
+    let url = format!("http://control-plane.test:{}", free_port());
+    let limit = RESOLVE_TIMEOUT + Duration::from_secs(3);
+    // NODE_IP given: the lookup is the HTTP client's; NODE_IP auto: the route lookup's.
+    for (node_ip, expected) in [
+        (
+            "127.0.0.1",
+            "Failed to register with control plane: no answer to the name lookup of control-plane.test within 5s",
+        ),
+        (
+            "auto",
+            "Failed to register with control plane: cannot find the node's address towards the control plane: no answer to the name lookup of control-plane.test within 5s",
+        ),
+    ] {
+        let mut agent = agent_with_name_server(
+            server.address,
+            &[
+                ("CONTROL_PLANE_URL", &url),
+                ("NODE_IP", node_ip),
+                ("NODE_NAME", "dns-test"),
+                ("HEARTBEAT_INTERVAL", "1"),
+                // A repeated failure is logged in full at debug only.
+                ("LOG_LEVEL", "debug"),
+            ],
+        );
+        agent.expect_line("Registering with control plane", WAIT);
+        let asked = Instant::now();
+        agent.expect_line(expected, limit);
+        assert!(
+            asked.elapsed() >= RESOLVE_TIMEOUT - Duration::from_millis(500),
+            "gave up after {:?}, before the limit: the failure is not the time limit's",
+            asked.elapsed()
+        );
+        // And it keeps trying: the next attempt after at most a 1 s backoff wait.
+        agent.expect_line(expected, limit + Duration::from_secs(1));
+    }
+    assert!(
+        server.queries.load(Ordering::SeqCst) > 0,
+        "the name server was never asked: the test did not test a DNS lookup"
+    );
 }

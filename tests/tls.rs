@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use control_plane::TlsIdentity;
 use support::pki::{Ca, scratch_dir, write};
-use support::{Agent, ControlPlane, WAIT, command, heartbeats};
+use support::{Agent, ControlPlane, WAIT, assert_config_error, command, heartbeats};
 
 #[test]
 fn private_ca_is_trusted_by_ip_and_by_name() {
@@ -96,6 +96,31 @@ fn expired_certificate_is_refused() {
         "Failed to register with control plane: TLS: the control plane's certificate has expired",
         WAIT,
     );
+}
+
+#[test]
+fn a_ca_certificate_as_the_servers_own_is_explained() {
+    // A self-signed CA:TRUE certificate served by the control plane and given as CA_CERT: a
+    // common shortcut that TLS refuses (webpki's CaUsedAsEndEntity).
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let control_plane = ControlPlane::start_tls(&TlsIdentity {
+        cert_chain_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+        client_ca_pem: None,
+    });
+    let dir = scratch_dir();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[("CA_CERT", &write(&dir, "ca.pem", &certificate.pem()))],
+    );
+    agent.expect_line(
+        "Failed to register with control plane: TLS: the control plane's certificate is a CA certificate (CA:TRUE), which TLS does not accept as a server's own; issue the control plane a server certificate signed by that CA, and put the CA in CA_CERT",
+        WAIT,
+    );
+    assert!(control_plane.nodes().is_empty());
 }
 
 #[test]
@@ -214,6 +239,76 @@ fn unusable_pem_files_are_configuration_errors() {
         assert_eq!(output.status.code(), Some(2), "{env:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(named), "{env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn pem_files_are_bounded_regular_files() {
+    let dir = scratch_dir();
+    let ca = Ca::new("miaas test CA");
+    let (cert, key) = ca.issue(&["node"], false);
+    let cert_file = write(&dir, "cert.pem", &cert);
+    let key_file = write(&dir, "key.pem", &key);
+    // A file just over the limit, sparse, with a certificate at its start.
+    let large = write(&dir, "large.pem", &cert);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&large)
+        .unwrap()
+        .set_len((1 << 20) + 1)
+        .unwrap();
+    // A FIFO nobody writes to: opening it to read would wait for ever.
+    let fifo = dir.join("fifo.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo.to_string_lossy().into_owned();
+    for (env, setting, says) in [
+        (
+            vec![("CA_CERT", "/dev/zero")],
+            "CA_CERT",
+            "character device",
+        ),
+        (vec![("CA_CERT", fifo.as_str())], "CA_CERT", "FIFO"),
+        (
+            vec![("CA_CERT", large.as_str())],
+            "CA_CERT",
+            "larger than 1 MiB",
+        ),
+        (vec![("CA_CERT", "/tmp")], "CA_CERT", "directory"),
+        (
+            vec![
+                ("CLIENT_CERT", "/dev/zero"),
+                ("CLIENT_KEY", key_file.as_str()),
+            ],
+            "CLIENT_CERT",
+            "character device",
+        ),
+        (
+            vec![
+                ("CLIENT_CERT", cert_file.as_str()),
+                ("CLIENT_KEY", "/dev/zero"),
+            ],
+            "CLIENT_KEY",
+            "character device",
+        ),
+        (
+            vec![
+                ("CLIENT_CERT", cert_file.as_str()),
+                ("CLIENT_KEY", fifo.as_str()),
+            ],
+            "CLIENT_KEY",
+            "FIFO",
+        ),
+        (
+            vec![
+                ("CLIENT_CERT", large.as_str()),
+                ("CLIENT_KEY", key_file.as_str()),
+            ],
+            "CLIENT_CERT",
+            "larger than 1 MiB",
+        ),
+    ] {
+        let stderr = assert_config_error(&env, setting);
+        assert!(stderr.contains(says), "{env:?}: {stderr}");
     }
 }
 

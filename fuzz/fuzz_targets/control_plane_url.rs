@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::config::{ControlPlaneUrl, Scheme};
+use miaas_agent::config::{ControlPlaneUrl, REGISTER_PATH, Scheme};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -32,8 +32,10 @@ fuzz_target!(|data: &[u8]| {
             .any(|c| c.is_ascii_whitespace() || c.is_ascii_control() || c == '?' || c == '#'),
         "{shown:?} could break a request line"
     );
-    let endpoint = url.endpoint("/api/v1/nodes/register");
-    assert_eq!(endpoint, format!("{shown}/api/v1/nodes/register"));
+    let endpoint = url
+        .endpoint(REGISTER_PATH)
+        .unwrap_or_else(|error| panic!("{text:?} was accepted, but {error}"));
+    assert_eq!(endpoint.to_string(), format!("{shown}{REGISTER_PATH}"));
     let authority = shown[prefix.len()..].split('/').next().unwrap_or("");
     assert!(!authority.contains('@'), "{shown:?} carries credentials");
 });

@@ -1,8 +1,30 @@
 //! The control plane's base URL, checked once at start-up so that every later request URL is
-//! known to be well formed.
+//! known to be well formed: each API path the agent derives from it, with the longest node id the
+//! protocol allows, is parsed by the HTTP client's own parser (`ureq::http::Uri`), which must read
+//! the same scheme, host and port from it.
 
 use std::fmt;
 use std::net::IpAddr;
+
+use ureq::http::Uri;
+
+/// `POST` here to register (../shared/protocol.md).
+pub const REGISTER_PATH: &str = "/api/v1/nodes/register";
+
+/// The longest node id the agent accepts from the control plane; ids are made of ASCII letters,
+/// digits, `-` and `_` (checked in `control_plane::protocol`), none of which a URL path escapes,
+/// so a URL that works with an id this long works with every id.
+pub const NODE_ID_MAX_LEN: usize = 128;
+
+/// `POST` here to send a heartbeat.
+pub fn heartbeat_path(node_id: &str) -> String {
+    format!("/api/v1/nodes/{node_id}/heartbeat")
+}
+
+/// `GET` here to open the node channel (docs/channel.md).
+pub fn channel_path(node_id: &str) -> String {
+    format!("/api/v1/nodes/{node_id}/channel")
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -54,13 +76,30 @@ impl ControlPlaneUrl {
         {
             return Err("path must not contain spaces or control characters".into());
         }
-        Ok(ControlPlaneUrl {
+        let url = ControlPlaneUrl {
             scheme,
             host: host.to_ascii_lowercase(),
             port,
             explicit_port,
             base_path: path.trim_end_matches('/').to_string(),
-        })
+        };
+        // The name the TLS client checks the certificate against, parsed as it parses it.
+        #[cfg(feature = "tls")]
+        if scheme == Scheme::Https && rustls::pki_types::ServerName::try_from(url.host()).is_err() {
+            return Err(format!(
+                "host {:?} is not a DNS name or IP address TLS can check a certificate against",
+                url.host()
+            ));
+        }
+        let longest_id = "x".repeat(NODE_ID_MAX_LEN);
+        for path in [
+            REGISTER_PATH,
+            &heartbeat_path(&longest_id),
+            &channel_path(&longest_id),
+        ] {
+            url.endpoint(path)?;
+        }
+        Ok(url)
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -76,9 +115,34 @@ impl ControlPlaneUrl {
         self.port
     }
 
-    /// The URL of an API path such as `/api/v1/nodes/register`.
-    pub fn endpoint(&self, path: &str) -> String {
-        format!("{self}{path}")
+    /// The request URI of an API path such as [`REGISTER_PATH`], as the HTTP client parses it.
+    /// `parse` has checked every path the agent derives, so for those this does not fail.
+    pub fn endpoint(&self, path: &str) -> Result<Uri, String> {
+        let text = format!("{self}{path}");
+        let uri = Uri::try_from(text.as_str()).map_err(|error| {
+            format!(
+                "is not a URL the HTTP client can send ({error}); percent-encode special characters in the path"
+            )
+        })?;
+        let port = uri.port_u16().unwrap_or(match self.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        // The client connects to, and checks the certificate of, what it reads from the URI.
+        if uri.scheme_str() != Some(scheme)
+            || uri.host() != Some(self.host.as_str())
+            || port != self.port
+        {
+            return Err(format!(
+                "the HTTP client reads it as {:?}, another host or port",
+                uri.authority().map_or("", |authority| authority.as_str())
+            ));
+        }
+        Ok(uri)
     }
 
     /// The request target of an API path: the base path and `path`, for a request line.
@@ -173,7 +237,10 @@ mod tests {
     fn parses_hosts_ports_and_base_paths() {
         let url = ControlPlaneUrl::parse("http://localhost:8080").unwrap();
         assert_eq!((url.host(), url.port()), ("localhost", 8080));
-        assert_eq!(url.endpoint("/health"), "http://localhost:8080/health");
+        assert_eq!(
+            url.endpoint("/health").unwrap(),
+            "http://localhost:8080/health"
+        );
 
         let url = ControlPlaneUrl::parse("https://CP.example.com/miaas/").unwrap();
         assert_eq!(
@@ -181,7 +248,7 @@ mod tests {
             (Scheme::Https, "cp.example.com", 443)
         );
         assert_eq!(
-            url.endpoint("/api/v1/nodes/register"),
+            url.endpoint(REGISTER_PATH).unwrap(),
             "https://cp.example.com/miaas/api/v1/nodes/register"
         );
 
@@ -212,6 +279,54 @@ mod tests {
             "http://[nope]:80",
         ] {
             assert!(ControlPlaneUrl::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_http_client_cannot_send() {
+        for bad in ["http://cp:8080/a<b>", "http://cp/a>b", "http://cp/a`b"] {
+            let error = ControlPlaneUrl::parse(bad).unwrap_err();
+            assert!(error.contains("HTTP client"), "{bad}: {error}");
+        }
+        // Long enough for the base URL alone, too long once a 128-character node id is added.
+        let nearly = format!(
+            "http://cp/{}",
+            "a".repeat(65_534 - "http://cp/".len() - 100)
+        );
+        assert!(Uri::try_from(nearly.as_str()).is_ok());
+        let error = ControlPlaneUrl::parse(&nearly).unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn https_hosts_are_names_tls_can_check() {
+        for bad in [
+            "https://999.1.1.1",
+            "https://cp..example",
+            "https://cp-.example",
+        ] {
+            let error = ControlPlaneUrl::parse(bad).unwrap_err();
+            assert!(error.contains("TLS"), "{bad}: {error}");
+        }
+        for good in ["https://cp_1.example", "https://10.0.0.1", "https://[::1]"] {
+            assert!(ControlPlaneUrl::parse(good).is_ok(), "{good}");
+        }
+        assert!(ControlPlaneUrl::parse("http://999.1.1.1").is_ok());
+    }
+
+    #[test]
+    fn every_derived_endpoint_is_a_uri_of_the_same_host() {
+        let url = ControlPlaneUrl::parse("https://[::1]:8443/base/").unwrap();
+        let id = "a".repeat(NODE_ID_MAX_LEN);
+        for path in [REGISTER_PATH, &heartbeat_path(&id), &channel_path(&id)] {
+            let uri = url.endpoint(path).unwrap();
+            assert_eq!(
+                (uri.host(), uri.port_u16()),
+                (Some("[::1]"), Some(8443)),
+                "{uri}"
+            );
+            assert_eq!(uri.path(), format!("/base{path}"));
         }
     }
 

@@ -15,7 +15,9 @@ mod proxy;
 #[cfg(feature = "tls")]
 mod tls_files;
 
-pub use control_plane_url::{ControlPlaneUrl, Scheme};
+pub use control_plane_url::{
+    ControlPlaneUrl, NODE_ID_MAX_LEN, REGISTER_PATH, Scheme, channel_path, heartbeat_path,
+};
 pub use host_paths::HostPaths;
 pub use proxy::ProxyChoice;
 #[cfg(feature = "tls")]
@@ -75,7 +77,8 @@ pub struct Config {
     #[cfg(feature = "tls")]
     pub tls: tls_files::TlsFiles,
     /// The proxy to the control plane, chosen from `https_proxy`, `http_proxy`, `all_proxy` and
-    /// `no_proxy` as curl chooses. Default: none.
+    /// `no_proxy` as curl chooses, with the HTTP client's `ureq::Proxy` already built from it.
+    /// Default: none.
     pub proxy: Option<ProxyChoice>,
     /// Whether to run what the control plane deploys (`DEPLOYMENTS`, and
     /// `ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP` for plain `http://` off this machine). Default: on in
@@ -383,8 +386,9 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         && !HTTPS_SUPPORTED
     {
         return Err(ConfigError(format!(
-            "invalid {}: an https:// proxy needs an agent built with the `tls` feature",
-            choice.variable
+            "invalid {}={:?}: an https:// proxy needs an agent built with the `tls` feature",
+            choice.variable,
+            choice.display()
         )));
     }
 
@@ -512,12 +516,16 @@ fn host_paths(
     };
     for file in ["stat", "meminfo"] {
         let path = host.proc.join(file);
-        if let Err(error) = std::fs::metadata(&path) {
-            return Err(ConfigError(format!(
-                "invalid HOST_PROC={:?}: cannot read {:?}: {error}",
-                host.proc, path
-            )));
-        }
+        let problem = match std::fs::metadata(&path) {
+            Err(error) => format!("cannot read {path:?}: {error}"),
+            // /proc's files are regular files; opening a FIFO put there would wait forever.
+            Ok(metadata) if !metadata.is_file() => format!("{path:?} is not a regular file"),
+            Ok(_) => continue,
+        };
+        return Err(ConfigError(format!(
+            "invalid HOST_PROC={:?}: {problem}",
+            host.proc
+        )));
     }
     let disk_on_this_machine = host.disk_on_this_machine();
     if let Err(error) = nix::sys::statvfs::statvfs(Path::new(&disk_on_this_machine)) {

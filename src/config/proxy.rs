@@ -10,28 +10,60 @@
 //!
 //! The agent reaches the control plane through the proxy with CONNECT, for http:// and https://
 //! alike.
+//!
+//! The HTTP client's own `ureq::Proxy` is built here, from the URL chosen: a value that passes the
+//! checks above but that ureq cannot parse (`pro xy:3128`, `http://a:1:2`, credentials that are
+//! not UTF-8 once percent-decoded) is a configuration error, and the client later uses this very
+//! `Proxy`, so nothing after start-up can disagree with the check.
 
 use std::net::IpAddr;
 
 use super::control_plane_url::{ControlPlaneUrl, Scheme};
 
-/// The chosen proxy: its URL, and where it came from for error lines.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The chosen proxy: its URL, where it came from for error lines, and the HTTP client's proxy
+/// built from it. Its `Debug` hides the credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProxyChoice {
     pub url: String,
     pub variable: &'static str,
+    pub proxy: ureq::Proxy,
 }
 
 impl ProxyChoice {
+    /// The choice of `url` (`scheme://[user:password@]host:port`) from `variable`, with the HTTP
+    /// client's proxy built from it; `Err` when the client cannot parse it.
+    pub fn new(url: String, variable: &'static str) -> Result<ProxyChoice, ureq::Error> {
+        let proxy = ureq::Proxy::new(&url)?;
+        Ok(ProxyChoice {
+            url,
+            variable,
+            proxy,
+        })
+    }
+
     /// The proxy URL without credentials, for log lines.
     pub fn display(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://…@{host}"),
-                None => self.url.clone(),
-            },
-            None => self.url.clone(),
-        }
+        without_credentials(&self.url)
+    }
+}
+
+impl std::fmt::Debug for ProxyChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyChoice")
+            .field("url", &self.display())
+            .field("variable", &self.variable)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://…@host`; text without credentials is unchanged.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) if scheme.is_empty() => format!("…@{host}{}", &rest[authority_end..]),
+        Some((_, host)) => format!("{scheme}://…@{host}{}", &rest[authority_end..]),
+        None => url.to_string(),
     }
 }
 
@@ -61,22 +93,24 @@ pub fn choose(
         return Ok(None);
     }
     let value = value.trim();
+    // `NAME="value"` as every bad setting is named, but never with the proxy's password.
+    let invalid = |reason: &str| format!("{variable}={:?}: {reason}", without_credentials(value));
     let url = match value.split_once("://") {
         None => format!("http://{value}"),
         Some(("http" | "https", _)) => value.to_string(),
         Some((scheme, _)) => {
-            return Err(format!(
-                "{variable}: {scheme}:// proxies are not supported; use an http:// or https:// proxy"
-            ));
+            return Err(invalid(&format!(
+                "{scheme}:// proxies are not supported; use an http:// or https:// proxy"
+            )));
         }
     };
     let (scheme, rest) = url.split_once("://").expect("has a scheme");
-    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
     if host_port.is_empty() || host_port.starts_with(':') {
-        return Err(format!("{variable}: the proxy has no host"));
+        return Err(invalid("the proxy has no host"));
     }
     let has_port = match host_port.rsplit_once(':') {
         Some((host, port)) => {
@@ -85,11 +119,26 @@ pub fn choose(
         None => false,
     };
     let url = if has_port {
+        if proxy_port(host_port) == Some(0) {
+            return Err(invalid("the proxy's port must be from 1 to 65535"));
+        }
         format!("{scheme}://{authority}")
     } else {
         format!("{scheme}://{authority}:1080")
     };
-    Ok(Some(ProxyChoice { url, variable }))
+    ProxyChoice::new(url, variable)
+        .map(Some)
+        .map_err(|_| {
+            invalid(
+                "is not a proxy URL the HTTP client can use; write it as http://[user:password@]host[:port], \
+                 with a host name or address and percent-encoded (UTF-8) credentials",
+            )
+        })
+}
+
+/// The port of `host:port`, if it has one.
+fn proxy_port(host_port: &str) -> Option<u16> {
+    host_port.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Whether `host` is on the `no_proxy` list.
@@ -240,15 +289,63 @@ mod tests {
     #[test]
     fn socks_is_refused_by_name() {
         let error = choose_with("http://cp", &[("ALL_PROXY", "socks5://p:1080")]).unwrap_err();
-        assert!(error.starts_with("ALL_PROXY: socks5://"), "{error}");
+        assert!(
+            error.starts_with("ALL_PROXY=\"socks5://p:1080\": socks5://"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn what_the_http_client_cannot_parse_is_refused_by_name() {
+        for value in [
+            "pro xy:3128",
+            "http://a:1:2",
+            "http://[::1",
+            "http://u:%ff@p:1",
+            "http://p:1\u{7f}",
+        ] {
+            let error = choose_with("http://cp", &[("http_proxy", value)]).unwrap_err();
+            assert!(error.starts_with("http_proxy=\""), "{value}: {error}");
+            assert!(
+                error.contains("not a proxy URL the HTTP client can use"),
+                "{value}: {error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        for value in ["http://p:0", "p:0", "http://u:p@[::1]:0"] {
+            let error = choose_with("http://cp", &[("http_proxy", value)]).unwrap_err();
+            assert!(error.contains("from 1 to 65535"), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_client_proxy_is_the_one_chosen() {
+        let url = ControlPlaneUrl::parse("http://cp").unwrap();
+        let vars = |name: &str| (name == "http_proxy").then(|| "u:p%40ss@[::1]".to_string());
+        let choice = choose(&url, &vars).unwrap().unwrap();
+        assert_eq!(choice.url, "http://u:p%40ss@[::1]:1080");
+        assert_eq!(choice.proxy.host(), "[::1]");
+        assert_eq!(choice.proxy.port(), 1080);
+        assert_eq!(choice.proxy.password(), Some("p@ss"));
     }
 
     #[test]
     fn credentials_are_not_displayed() {
-        let choice = ProxyChoice {
-            url: "http://user:secret@p:1".into(),
-            variable: "http_proxy",
-        };
+        let url = ControlPlaneUrl::parse("http://cp").unwrap();
+        let vars =
+            |name: &str| (name == "http_proxy").then(|| "http://user:secret@p:1".to_string());
+        let choice = choose(&url, &vars).unwrap().unwrap();
         assert_eq!(choice.display(), "http://…@p:1");
+        assert!(!format!("{choice:?}").contains("secret"), "{choice:?}");
+        let error = choose(&url, &|name: &str| {
+            (name == "http_proxy").then(|| "http://user:secret@p:1:2".to_string())
+        })
+        .unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(error.contains("http://…@p:1:2"), "{error}");
     }
 }

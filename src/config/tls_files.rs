@@ -5,7 +5,15 @@
 //! CA bundle). With it, the file's certificates *replace* those roots: a control plane behind a
 //! private CA is then trusted through that CA alone, and a public CA cannot stand in for it. To
 //! trust both, put both in the file.
+//!
+//! Each file is read whole, so each is bounded: at most [`MAX_PEM_BYTES`], and only a regular
+//! file (a symbolic link to one, as Kubernetes mounts secrets, is one). `/dev/zero`, a FIFO or a
+//! disk image named by mistake is a configuration error, not an agent that fills its memory or
+//! waits at start-up for a writer that never comes.
 
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,8 +92,63 @@ pub enum Setting {
     ClientKey,
 }
 
+/// The most a PEM file named by a setting may hold: Mozilla's whole root bundle is about 250 KiB,
+/// a certificate chain or a key a few KiB.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|error| format!("cannot read it: {error}"))
+    let cannot_read = |error: std::io::Error| format!("cannot read it: {error}");
+    // The type is checked before opening: opening a device can have effects of its own (a
+    // watchdog starts counting), and opening a FIFO waits for a writer.
+    regular_and_small(&std::fs::metadata(path).map_err(cannot_read)?)?;
+    // Non-blocking and without becoming a controlling terminal, should the path be swapped for
+    // something else in between; the open file's own type is what counts.
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot_read)?;
+    regular_and_small(&file.metadata().map_err(cannot_read)?)?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells a file that grew while it was read.
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Refuses anything but a regular file of at most `MAX_PEM_BYTES`, saying what it is instead.
+fn regular_and_small(metadata: &std::fs::Metadata) -> Result<(), String> {
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        if metadata.len() > MAX_PEM_BYTES {
+            return Err(too_large());
+        }
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(format!("is {what}, not a regular file of PEM text"))
+}
+
+fn too_large() -> String {
+    format!(
+        "is larger than {} MiB, which no PEM file of certificates or keys is: is it the right file?",
+        MAX_PEM_BYTES >> 20
+    )
 }
 
 fn certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {

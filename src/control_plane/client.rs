@@ -4,17 +4,18 @@
 use std::io;
 use std::time::Duration;
 
-use ureq::http::{HeaderValue, Response};
+use ureq::http::{HeaderValue, Response, Uri};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{Connector, DefaultConnector, NextTimeout};
 use ureq::{Agent, Body};
 
 use super::protocol::{self, RegisterRequest, Registration};
 use super::transport::OneWritePerRequest;
-use crate::config::{Config, ControlPlaneUrl, Scheme};
+use crate::config::{Config, ControlPlaneUrl, REGISTER_PATH, Scheme};
 use crate::node::HeartbeatPayload;
 
-/// Time allowed to open a connection.
+pub use super::net::RESOLVE_TIMEOUT;
+/// Time allowed to open a connection, once the name is looked up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a whole request, from resolving the name to the last byte of the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +38,7 @@ pub fn cleartext_warning(url: &ControlPlaneUrl) -> Option<String> {
 /// Where a registration's heartbeats go and how they authenticate. Holds the token: its
 /// `Debug` does not show it.
 pub struct HeartbeatTarget {
-    url: String,
+    url: Uri,
     /// Checked and marked sensitive once, so neither work nor a debug print repeats per tick.
     authorization: HeaderValue,
 }
@@ -76,21 +77,20 @@ impl std::fmt::Display for Failure {
 pub struct ControlPlane {
     agent: Agent,
     url: ControlPlaneUrl,
-    register_url: String,
+    /// Parsed once: a kept URI is cloned per request, not parsed again.
+    register_url: Uri,
     /// Whether a connection closed early over HTTPS may mean a missing client certificate.
     hint_client_cert: bool,
 }
 
 impl ControlPlane {
     pub fn new(settings: &Config) -> ControlPlane {
-        let proxy = settings.proxy.as_ref().map(|choice| {
-            // Checked when the settings were read: the URL has a scheme, a host and a port.
-            ureq::Proxy::new(&choice.url).expect("a checked proxy URL")
-        });
+        let proxy = settings.proxy.as_ref().map(|choice| choice.proxy.clone());
         let url = &settings.control_plane_url;
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .timeout_resolve(Some(RESOLVE_TIMEOUT))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(format!("miaas-agent/{}", crate::VERSION))
@@ -106,10 +106,12 @@ impl ControlPlane {
             agent: Agent::with_parts(
                 config,
                 DefaultConnector::new().chain(OneWritePerRequest),
-                InlineResolver,
+                BoundedResolver,
             ),
             url: url.clone(),
-            register_url: url.endpoint("/api/v1/nodes/register"),
+            register_url: url
+                .endpoint(REGISTER_PATH)
+                .expect("checked when the settings were read"),
             hint_client_cert: url.scheme() == Scheme::Https && !settings.has_client_cert(),
         }
     }
@@ -132,7 +134,11 @@ impl ControlPlane {
     /// `Authorization` header, made once instead of at every tick.
     pub fn heartbeat_target(&self, registration: &Registration) -> HeartbeatTarget {
         HeartbeatTarget {
-            url: self.url.endpoint(&registration.heartbeat_path()),
+            // The URL was checked with the longest node id a registration may carry.
+            url: self
+                .url
+                .endpoint(&registration.heartbeat_path())
+                .expect("checked when the settings were read"),
             authorization: {
                 // The token was checked to be visible ASCII when the registration was read.
                 let mut value =
@@ -160,7 +166,7 @@ impl ControlPlane {
     /// POSTs a JSON body and reads a 2xx answer with `parse`; anything else is a `Failure`.
     fn post<T>(
         &self,
-        url: &str,
+        url: &Uri,
         body: &str,
         authorization: Option<&HeaderValue>,
         parse: impl FnOnce(&str) -> Result<T, String>,
@@ -200,6 +206,13 @@ impl ControlPlane {
 
     /// ureq's errors in an operator's words.
     fn describe(&self, error: &ureq::Error) -> String {
+        if let ureq::Error::Timeout(ureq::Timeout::Resolve) = error {
+            return format!(
+                "no answer to the name lookup of {} within {}s; check the node's DNS servers (/etc/resolv.conf)",
+                self.url.host(),
+                RESOLVE_TIMEOUT.as_secs()
+            );
+        }
         let mut text = describe(error);
         if self.hint_client_cert
             && matches!(error, ureq::Error::Io(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof))
@@ -268,16 +281,17 @@ fn describe(error: &ureq::Error) -> String {
     }
 }
 
-/// Resolves on the calling thread; see [`super::net::resolve`].
+/// Resolves with the time limit ureq gives (`RESOLVE_TIMEOUT` for the control plane's name, what
+/// is left of `CONNECT_TIMEOUT` for a proxy's); see [`super::net::resolve`].
 #[derive(Debug)]
-struct InlineResolver;
+struct BoundedResolver;
 
-impl Resolver for InlineResolver {
+impl Resolver for BoundedResolver {
     fn resolve(
         &self,
         uri: &ureq::http::Uri,
         _config: &ureq::config::Config,
-        _timeout: NextTimeout,
+        timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let port = match uri.port_u16() {
@@ -286,7 +300,13 @@ impl Resolver for InlineResolver {
             None => 80,
         };
         let mut addresses = self.empty();
-        let resolved = super::net::resolve(host, port).map_err(|_| ureq::Error::HostNotFound)?;
+        let resolved =
+            super::net::resolve(host, port, *timeout.after).map_err(|error| {
+                match error.kind() {
+                    io::ErrorKind::TimedOut => ureq::Error::Timeout(timeout.reason),
+                    _ => ureq::Error::HostNotFound,
+                }
+            })?;
         // ureq keeps at most 16 addresses.
         for address in resolved.into_iter().take(16) {
             addresses.push(address);

@@ -15,7 +15,7 @@ mod transport;
 
 pub use client::{
     CONNECT_TIMEOUT, ControlPlane, Failure, HeartbeatTarget, MAX_ANSWER_BYTES, REQUEST_TIMEOUT,
-    cleartext_warning,
+    RESOLVE_TIMEOUT, cleartext_warning,
 };
 pub use net::local_address_towards;
 pub use registrations::Registrations;

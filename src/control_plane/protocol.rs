@@ -52,7 +52,7 @@ pub struct Registration {
 impl Registration {
     /// The heartbeat path, `/api/v1/nodes/{node_id}/heartbeat`.
     pub fn heartbeat_path(&self) -> String {
-        format!("/api/v1/nodes/{}/heartbeat", self.node_id)
+        crate::config::heartbeat_path(&self.node_id)
     }
 }
 
@@ -67,7 +67,7 @@ pub fn parse_registration(body: &str) -> Result<Registration, String> {
     let answer: Answer =
         json::from_str(body).map_err(|_| "the answer is not the expected JSON".to_string())?;
     let id_ok = !answer.node_id.is_empty()
-        && answer.node_id.len() <= 128
+        && answer.node_id.len() <= crate::config::NODE_ID_MAX_LEN
         && answer
             .node_id
             .bytes()

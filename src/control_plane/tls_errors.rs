@@ -27,6 +27,14 @@ pub fn describe_rustls(tls_error: &rustls::Error) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "the control plane's certificate is not valid yet (is this node's clock right?)".into()
             }
+            CertificateError::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                "the control plane's certificate is a CA certificate (CA:TRUE), which TLS does not accept as a server's own; issue the control plane a server certificate signed by that CA, and put the CA in CA_CERT".into()
+            }
             other => format!("the control plane's certificate was refused: {other:?}"),
         },
         TlsError::AlertReceived(AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure) => {

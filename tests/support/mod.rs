@@ -6,7 +6,7 @@ pub mod dockerd;
 pub mod pki;
 pub mod podman;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -69,6 +69,83 @@ pub fn command(env: &[(&str, &str)]) -> Command {
         command.env(name, value);
     }
     command
+}
+
+/// What a bounded run of the agent came to.
+#[derive(Debug)]
+pub struct Ended {
+    /// The exit code; `None` when a signal ended it (an abort, or the kill at the time limit).
+    pub code: Option<i32>,
+    /// Whether it was still running at the time limit, and killed.
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the agent with `env` (as `command` does) until it exits or `timeout` passes, when it is
+/// killed. Its address space is limited to 512 MiB (`prlimit --as`), so that an agent that reads
+/// without limit fails by itself instead of taking the test machine's memory.
+pub fn run_bounded(env: &[(&str, &str)], timeout: Duration) -> Ended {
+    let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())
+        .expect("prlimit is installed (util-linux)");
+    let mut command = Command::new(prlimit);
+    command
+        .arg(format!("--as={}", 512u64 << 20))
+        .arg("--")
+        .arg(binary())
+        .env_clear();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent binary starts");
+    let read = |stream: Box<dyn std::io::Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stream).read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait works");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Ended {
+        code: status.code(),
+        timed_out,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Asserts that the agent refused `env` as a bad setting should be refused: within a few
+/// seconds, exit code 2, one line on stderr naming `setting`, nothing on stdout.
+#[track_caller]
+pub fn assert_config_error(env: &[(&str, &str)], setting: &str) -> String {
+    let ended = run_bounded(env, Duration::from_secs(5));
+    assert!(!ended.timed_out, "{env:?}: still running after 5 s");
+    assert_eq!(ended.code, Some(2), "{env:?}: {ended:?}");
+    assert_eq!(ended.stderr.lines().count(), 1, "{env:?}: {ended:?}");
+    assert!(ended.stderr.contains(setting), "{env:?}: {ended:?}");
+    assert!(ended.stdout.is_empty(), "{env:?}: {ended:?}");
+    ended.stderr
 }
 
 /// A running agent, killed when dropped.

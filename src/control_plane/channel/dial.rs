@@ -68,7 +68,7 @@ impl Dialer {
         #[cfg(feature = "tls")] tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         connect_timeout: Duration,
     ) -> Result<Dialer, String> {
-        let proxy = proxy.map(parse_proxy).transpose()?;
+        let proxy = proxy.map(parse_proxy);
         #[cfg(not(feature = "tls"))]
         if url.scheme() == Scheme::Https || proxy.as_ref().is_some_and(|p| p.over_tls) {
             return Err("https:// needs an agent built with the `tls` feature".into());
@@ -106,6 +106,7 @@ impl Dialer {
             .await
             .map_err(|error| match error.kind() {
                 io::ErrorKind::NotFound => DialError::Failed("host not found".into()),
+                io::ErrorKind::TimedOut => DialError::Failed(error.to_string()),
                 _ => DialError::Failed(format!("host not found ({error})")),
             })?;
         let mut last = DialError::Failed("no address".into());
@@ -194,31 +195,29 @@ impl Dialer {
     }
 }
 
-fn parse_proxy(choice: &ProxyChoice) -> Result<Proxy, String> {
-    // Checked when the settings were read: `http[s]://[user:password@]host:port`.
-    let (scheme, rest) = choice
-        .url
-        .split_once("://")
-        .ok_or_else(|| format!("{}: the proxy URL has no scheme", choice.variable))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (credentials, host_port) = match authority.rsplit_once('@') {
-        Some((credentials, host_port)) => (Some(credentials), host_port),
-        None => (None, authority),
-    };
-    let (host, port) = host_port
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("{}: the proxy URL has no port", choice.variable))?;
-    Ok(Proxy {
-        host: host
+/// The proxy as the heartbeats' client has it: `ureq::Proxy`, built when the settings were read,
+/// so that both connections go to the same host and port with the same (percent-decoded)
+/// credentials.
+fn parse_proxy(choice: &ProxyChoice) -> Proxy {
+    let proxy = &choice.proxy;
+    let credentials = (proxy.username().is_some() || proxy.password().is_some()).then(|| {
+        format!(
+            "{}:{}",
+            proxy.username().unwrap_or_default(),
+            proxy.password().unwrap_or_default()
+        )
+    });
+    Proxy {
+        host: proxy
+            .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
-        port,
-        over_tls: scheme == "https",
+        port: proxy.port(),
+        over_tls: proxy.uri().scheme_str() == Some("https"),
         authorization: credentials
             .map(|credentials| format!("Basic {}", BASE64.encode(credentials))),
-    })
+    }
 }
 
 /// `host:port`, with brackets around an IPv6 address.
@@ -231,30 +230,28 @@ fn authority(host: &str, port: u16) -> String {
 }
 
 /// Resolves on a short-lived thread, so a slow DNS server holds up neither the channel's
-/// executor (which also runs deployments and log streams) nor the heartbeat thread. Addresses
-/// and `localhost` need no lookup and no thread.
+/// executor (which also runs deployments and log streams) nor the heartbeat thread, and gives up
+/// after `net::RESOLVE_TIMEOUT`, as the heartbeats' client does. Addresses and `localhost` need no
+/// lookup and no thread.
 async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let needs_lookup = bare.parse::<std::net::IpAddr>().is_err()
-        && !bare.eq_ignore_ascii_case("localhost")
-        && !bare
-            .to_ascii_lowercase()
-            .trim_end_matches('.')
-            .ends_with(".localhost");
-    if !needs_lookup {
-        return net::resolve(host, port);
+    if let Some(addresses) = net::without_lookup(host, port) {
+        return Ok(addresses);
     }
     let (sender, receiver) = async_channel::bounded(1);
-    let name = host.to_string();
-    std::thread::Builder::new()
-        .name("channel-resolve".into())
-        .spawn(move || {
-            let _ = sender.send_blocking(net::resolve(&name, port));
-        })?;
-    receiver
-        .recv()
-        .await
-        .unwrap_or_else(|_| Err(io::Error::other("the resolver thread ended")))
+    net::spawn_lookup(host, port, "channel-resolve", move |answer| {
+        let _ = sender.send_blocking(answer);
+    })?;
+    let answer = async {
+        receiver
+            .recv()
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the resolver thread ended")))
+    };
+    let timeout = async {
+        Timer::after(net::RESOLVE_TIMEOUT).await;
+        Err(net::no_answer(host, net::RESOLVE_TIMEOUT))
+    };
+    futures_lite::future::or(answer, timeout).await
 }
 
 fn connect_error(error: &io::Error) -> String {
@@ -310,7 +307,7 @@ async fn upgrade(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: {}\r\n\
          User-Agent: miaas-agent/{}\r\n\r\n",
-        url.request_target(&format!("/api/v1/nodes/{}/channel", registration.node_id)),
+        url.request_target(&crate::config::channel_path(&registration.node_id)),
         registration.token.bearer(),
         crate::VERSION
     );
@@ -453,11 +450,8 @@ mod tests {
 
     #[test]
     fn proxy_credentials_become_basic_authorization() {
-        let proxy = parse_proxy(&ProxyChoice {
-            url: "https://user:secret@[::1]:3128".into(),
-            variable: "https_proxy",
-        })
-        .unwrap();
+        let choice = |url: &str, variable| ProxyChoice::new(url.into(), variable).unwrap();
+        let proxy = parse_proxy(&choice("https://user:secret@[::1]:3128", "https_proxy"));
         assert_eq!(
             (proxy.host.as_str(), proxy.port, proxy.over_tls),
             ("::1", 3128, true)
@@ -466,11 +460,13 @@ mod tests {
             proxy.authorization.as_deref(),
             Some("Basic dXNlcjpzZWNyZXQ=")
         );
-        let plain = parse_proxy(&ProxyChoice {
-            url: "http://p:8080".into(),
-            variable: "http_proxy",
-        })
-        .unwrap();
+        // Percent-decoded, as the heartbeats' client sends them: base64("us@er:p:ss").
+        let encoded = parse_proxy(&choice("http://us%40er:p%3Ass@p:8080", "http_proxy"));
+        assert_eq!(
+            encoded.authorization.as_deref(),
+            Some("Basic dXNAZXI6cDpzcw==")
+        );
+        let plain = parse_proxy(&choice("http://p:8080", "http_proxy"));
         assert_eq!(plain.authorization, None);
         assert_eq!(authority("::1", 80), "[::1]:80");
     }
