@@ -25,6 +25,28 @@ fn once(config: &config::Config) -> ExitCode {
     }
 }
 
+/// `compose config`: the project on stdout, or on stderr the error a deploy would report
+/// (exit code 1).
+#[cfg(feature = "deploy")]
+fn compose_config(file: &std::path::Path, env_file: Option<&std::path::Path>) -> ExitCode {
+    match crate::deploy::compose::config_command(file, env_file) {
+        Ok(json) => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("miaas-agent: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "deploy"))]
+fn compose_config(_: &std::path::Path, _: Option<&std::path::Path>) -> ExitCode {
+    eprintln!("miaas-agent: compose config needs an agent built with the `deploy` feature");
+    ExitCode::from(EXIT_CONFIG)
+}
+
 /// Says once, at start-up, how the token will travel.
 fn warn_about_transport(config: &config::Config) {
     if let Some(warning) = control_plane::cleartext_warning(&config.control_plane_url) {
@@ -85,6 +107,7 @@ pub fn main() -> ExitCode {
             log::to_stderr();
             once(&config)
         }
+        Invocation::ComposeConfig { file, env_file } => compose_config(&file, env_file.as_deref()),
         Invocation::Run(config) => {
             log::init(config.log_level, config.log_format);
             if let Err(error) = signals::exit_on_termination() {

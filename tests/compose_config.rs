@@ -7,6 +7,8 @@
 //! diff before committing it.
 #![cfg(feature = "deploy")]
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 
@@ -73,4 +75,59 @@ fn errors_never_show_env_values() {
             }
         }
     }
+}
+
+/// The binary gives what the library gives: the JSON on stdout with exit code 0, or the error
+/// on stderr, as one line, with exit code 1. It needs no engine, network or host paths.
+#[test]
+fn the_compose_config_command_prints_the_golden_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compose");
+    let mut ran = 0;
+    for entry in fs::read_dir(&root).unwrap() {
+        let case = entry.unwrap().path();
+        let mut command = support::command(&[("HOST_PROC", "/nonexistent")]);
+        command
+            .args(["compose", "config"])
+            .arg(case.join("input.yaml"));
+        let env = case.join("env");
+        if env.exists() {
+            command.arg("--env-file").arg(&env);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if let Ok(expected) = fs::read_to_string(case.join("expected.json")) {
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {stderr}",
+                case.display()
+            );
+            assert_eq!(stdout, expected, "{}", case.display());
+        } else {
+            let expected = fs::read_to_string(case.join("expected.err")).unwrap();
+            assert_eq!(output.status.code(), Some(1), "{}", case.display());
+            assert_eq!(
+                stderr,
+                format!("miaas-agent: {expected}"),
+                "{}",
+                case.display()
+            );
+            assert!(stdout.is_empty(), "{}", case.display());
+        }
+        ran += 1;
+    }
+    assert!(ran >= 20, "fixtures missing in {}", root.display());
+}
+
+#[test]
+fn compose_config_without_a_readable_file_says_which() {
+    let output = support::command(&[])
+        .args(["compose", "config", "/nonexistent/compose.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/compose.yaml"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

@@ -105,6 +105,11 @@ pub enum Invocation {
     Once(Config),
     /// Print this text to stdout and exit 0 (`--help`, `--version`).
     Print(String),
+    /// `compose config FILE [--env-file F]`: print the compose project as a deploy would run it.
+    ComposeConfig {
+        file: PathBuf,
+        env_file: Option<PathBuf>,
+    },
 }
 
 /// A setting that cannot be used. Shown as one line; the agent exits with code 2.
@@ -193,6 +198,43 @@ struct Flags {
     /// the container engine's API socket, unix:///path as seen by the agent [env DOCKER_HOST, default the first existing of /var/run/docker.sock, /run/docker.sock, /run/podman/podman.sock, $XDG_RUNTIME_DIR/podman/podman.sock, under --host-root first]
     #[argh(option)]
     docker_host: Option<String>,
+
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+/// What runs instead of the agent.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Compose(ComposeCommand),
+}
+
+/// compose files as a deploy would read them, with no engine and no network
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "compose")]
+struct ComposeCommand {
+    #[argh(subcommand)]
+    action: ComposeAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum ComposeAction {
+    Config(ComposeConfig),
+}
+
+/// print FILE as a deploy would run it (interpolated, every default filled, the Compose Specification's long syntax as JSON, as `docker compose config --format json`), or the error a deploy would report. The output shows the interpolated env values: treat it as secret.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "config")]
+struct ComposeConfig {
+    /// the compose file
+    #[argh(positional)]
+    file: String,
+
+    /// KEY=value lines standing in for the deploy's env, as compose's .env file [default none]
+    #[argh(option)]
+    env_file: Option<String>,
 }
 
 /// One setting's raw text and where it came from, so an error can name what the user typed.
@@ -256,6 +298,15 @@ pub fn parse(
             "miaas-agent {}\n",
             crate::VERSION
         )));
+    }
+    if let Some(Command::Compose(ComposeCommand {
+        action: ComposeAction::Config(compose),
+    })) = flags.command
+    {
+        return Ok(Invocation::ComposeConfig {
+            file: PathBuf::from(compose.file),
+            env_file: compose.env_file.map(PathBuf::from),
+        });
     }
     let once = flags.once;
     let config = resolve(flags, env)?;
