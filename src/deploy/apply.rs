@@ -50,12 +50,13 @@ pub struct ApplyRequest<'a> {
 /// Does what `docker compose -p <project> up -d --remove-orphans` does. Calls `report` with
 /// each intermediate status (`pulling` with progress, `starting`); returns the final one:
 /// `running`, `failed`, or `starting` while a health check has not passed yet (compose's
-/// `up -d` does not wait for it either; `observe` later says how it went).
+/// `up -d` does not wait for it either; `observe` later says how it went). `report` is `Send`
+/// so that an apply can run as a task of the node channel's executor (`deploy::deployments`).
 pub async fn apply(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     policy: &NodePolicy,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> DeploymentStatus {
     match converge(engine, request, policy, report).await {
         Ok(()) => match observe::observe(engine, request.deployment_id, request.generation).await {
@@ -97,7 +98,7 @@ async fn converge(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     policy: &NodePolicy,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<(), String> {
     let project = request.project;
     policy
@@ -287,7 +288,7 @@ async fn wait_for_dependencies(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     service: &Service,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<(), String> {
     for (name, dependency) in &service.depends_on {
         let condition = dependency.condition.as_str();
@@ -395,7 +396,7 @@ async fn wait_for(
 async fn images(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<BTreeMap<String, String>, String> {
     let mut ids = BTreeMap::new();
     for service in request.project.services.values() {
@@ -422,7 +423,7 @@ async fn pull(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     image: &str,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<(), String> {
     let pulling = |current: u64, total: Option<u64>| DeploymentStatus {
         progress: Some(PullProgress {
@@ -545,7 +546,7 @@ pub async fn remove(
     engine: &EngineClient,
     deployment_id: &str,
     generation: u64,
-    report: &mut dyn FnMut(DeploymentStatus),
+    report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> DeploymentStatus {
     report(status(
         deployment_id,
