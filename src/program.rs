@@ -65,16 +65,11 @@ fn warn_about_transport(config: &config::Config) {
 fn tell_deployments(config: &config::Config) {
     use config::Deployments;
     let host = config.control_plane_url.host();
+    let rules = config.deploy_rules.describe();
     match config.deployments {
-        // The deploy executor is the next step: until it exists this build does not dial the
-        // node channel, so that no deploy is ever answered with a made-up result.
-        Deployments::On => {
-            info!(
-                "Deployments: on; this build cannot run them yet, so the node channel stays closed"
-            )
-        }
+        Deployments::On => info!("Deployments: on (node rules: {rules})"),
         Deployments::OnOverPlainHttp => warn!(
-            "Deployments: on over plain http:// to {host} (ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes): anyone on the path can start privileged containers on this node; this build cannot run them yet, so the node channel stays closed"
+            "Deployments: on over plain http:// to {host} (ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP=yes): anyone on the path can start privileged containers on this node (node rules: {rules})"
         ),
         Deployments::TurnedOff => info!("Deployments: off (DEPLOYMENTS=off)"),
         Deployments::OffOverPlainHttp => warn!(
@@ -82,6 +77,35 @@ fn tell_deployments(config: &config::Config) {
         ),
         Deployments::NotBuilt => info!("Deployments: off (built without the `deploy` feature)"),
     }
+}
+
+/// Starts the deployments executor and its node channel when deployments are on. A TLS setting
+/// the channel cannot use is a bad setting (exit 2), as it is for heartbeats.
+#[cfg(feature = "deploy")]
+fn start_deployments(
+    config: &config::Config,
+    registrations: &control_plane::Registrations,
+) -> Result<(), ExitCode> {
+    if !config.deployments.enabled() {
+        return Ok(());
+    }
+    match crate::deploy::deployments::start(config, registrations.clone()) {
+        // The channel runs for the life of the process, which only a signal ends.
+        Ok(channel) => std::mem::forget(channel),
+        Err(error) => {
+            error!("Cannot start the node channel: {error}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "deploy"))]
+fn start_deployments(
+    _config: &config::Config,
+    _registrations: &control_plane::Registrations,
+) -> Result<(), ExitCode> {
+    Ok(())
 }
 
 /// The whole program: reads the settings, then runs the agent (which only a signal ends), or
@@ -123,7 +147,11 @@ pub fn main() -> ExitCode {
                 config.node_name,
                 config.host
             );
-            agent::run(&config, &control_plane::Registrations::new())
+            let registrations = control_plane::Registrations::new();
+            if let Err(code) = start_deployments(&config, &registrations) {
+                return code;
+            }
+            agent::run(&config, &registrations)
         }
     }
 }

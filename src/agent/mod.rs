@@ -74,7 +74,7 @@ fn register(
     let mut attempt = 0;
     let capabilities = loop {
         let began = Instant::now();
-        match node::detect(&config.host) {
+        match node::detect(&config.host, config.deployments.enabled()) {
             Ok(capabilities) => break capabilities,
             Err(error) => {
                 registration_failed(
@@ -322,7 +322,7 @@ pub struct Snapshot {
 
 /// Used by `--once`: one sample over a short window.
 pub fn snapshot(config: &Config) -> std::io::Result<Snapshot> {
-    let capabilities = node::detect(&config.host)?;
+    let capabilities = node::detect(&config.host, config.deployments.enabled())?;
     let mut sampler = Sampler::new(config.host.clone());
     sampler.restart();
     std::thread::sleep(Duration::from_millis(200));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 mod control_plane_url;
+mod deploy_rules;
 mod host_paths;
 mod proxy;
 #[cfg(feature = "tls")]
@@ -18,6 +19,7 @@ mod tls_files;
 pub use control_plane_url::{
     ControlPlaneUrl, NODE_ID_MAX_LEN, REGISTER_PATH, Scheme, channel_path, heartbeat_path,
 };
+pub use deploy_rules::DeployRules;
 pub use host_paths::HostPaths;
 pub use proxy::ProxyChoice;
 #[cfg(feature = "tls")]
@@ -84,6 +86,9 @@ pub struct Config {
     /// `ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP` for plain `http://` off this machine). Default: on in
     /// builds with the `deploy` feature unless the URL is plain `http://` to another host.
     pub deployments: Deployments,
+    /// What deployments may not do on this node (`DEPLOY_REFUSE`, `DEPLOY_BIND_PREFIXES`,
+    /// `DEPLOY_REGISTRIES`). Default: nothing refused, any host path, any registry.
+    pub deploy_rules: DeployRules,
 }
 
 impl Config {
@@ -186,6 +191,18 @@ struct Flags {
     /// yes or no: allow deployments over a plain http:// control plane URL to another host, where anyone on the path can start privileged containers on this node [env ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP, default no]
     #[argh(option)]
     allow_deployments_over_plain_http: Option<String>,
+
+    /// comma list of what deployments may not use: privileged, host-network, host-pid, devices [env DEPLOY_REFUSE, default none]
+    #[argh(option)]
+    deploy_refuse: Option<String>,
+
+    /// comma list of absolute host paths bind mounts of deployments must be under, or none for no bind mounts [env DEPLOY_BIND_PREFIXES, default any path]
+    #[argh(option)]
+    deploy_bind_prefixes: Option<String>,
+
+    /// comma list of registry hosts deployments may use images from; docker.io is the registry of bare names like postgres:16 [env DEPLOY_REGISTRIES, default any registry]
+    #[argh(option)]
+    deploy_registries: Option<String>,
 
     /// print the detected capabilities and one metrics sample as JSON, then exit (no network)
     #[argh(switch)]
@@ -454,6 +471,37 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         &control_plane_url,
     )?;
 
+    // The node's own say over deployments: see deploy_rules.rs.
+    let mut deploy_rules = DeployRules::default();
+    for (raw, read) in [
+        (
+            pick(flags.deploy_refuse, "deploy-refuse", "DEPLOY_REFUSE", env),
+            DeployRules::refuse as fn(&mut DeployRules, &str) -> Result<(), String>,
+        ),
+        (
+            pick(
+                flags.deploy_bind_prefixes,
+                "deploy-bind-prefixes",
+                "DEPLOY_BIND_PREFIXES",
+                env,
+            ),
+            DeployRules::bind_prefixes,
+        ),
+        (
+            pick(
+                flags.deploy_registries,
+                "deploy-registries",
+                "DEPLOY_REGISTRIES",
+                env,
+            ),
+            DeployRules::registries,
+        ),
+    ] {
+        if let Some(raw) = raw {
+            read(&mut deploy_rules, &raw.value).map_err(|reason| invalid(&raw, reason))?;
+        }
+    }
+
     Ok(Config {
         control_plane_url,
         heartbeat_interval,
@@ -466,6 +514,7 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         tls,
         proxy,
         deployments,
+        deploy_rules,
     })
 }
 
@@ -781,5 +830,39 @@ mod tests {
             panic!("no version")
         };
         assert_eq!(version, format!("miaas-agent {}\n", crate::VERSION));
+    }
+
+    #[test]
+    fn deploy_rules_settings() {
+        let rules = config(
+            &["--deploy-refuse", "privileged,devices"],
+            &[
+                ("DEPLOY_BIND_PREFIXES", "/srv/data"),
+                ("DEPLOY_REGISTRIES", "docker.io,ghcr.io"),
+            ],
+        )
+        .deploy_rules;
+        assert!(rules.refuse_privileged && rules.refuse_devices && !rules.refuse_host_pid);
+        assert_eq!(rules.bind_prefixes, Some(vec![PathBuf::from("/srv/data")]));
+        assert_eq!(rules.registries.unwrap().len(), 2);
+        assert_eq!(config(&[], &[]).deploy_rules, DeployRules::default());
+        for (vars, expected) in [
+            (
+                ("DEPLOY_REFUSE", "root"),
+                "invalid DEPLOY_REFUSE=\"root\": \"root\" is not one of",
+            ),
+            (
+                ("DEPLOY_BIND_PREFIXES", "data"),
+                "invalid DEPLOY_BIND_PREFIXES=\"data\": ",
+            ),
+            (
+                ("DEPLOY_REGISTRIES", "https://x"),
+                "invalid DEPLOY_REGISTRIES=\"https://x\": ",
+            ),
+        ] {
+            let message = error(&[], &[vars]);
+            assert!(message.starts_with(expected), "{message}");
+            assert!(!message.contains('\n'));
+        }
     }
 }

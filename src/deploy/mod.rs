@@ -3,7 +3,9 @@
 //! normalised project, and its life on the engine: the node's policy (`policy`), the create
 //! bodies (`spec`) with compose's and the agent's labels (`labels`), what to change (`plan`),
 //! doing it as `docker compose up -d --remove-orphans` and `down` do (`apply`), and the live
-//! state of what runs (`observe`).
+//! state of what runs (`observe`); and the deployments executor (`deployments`: the node
+//! channel's commands in, applies, removes and statuses out; its book of deployments in
+//! `table`).
 
 pub mod compose;
 
@@ -13,6 +15,12 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod spec;
+
+pub mod deployments;
+mod engine_finder;
+mod kubernetes;
+mod node_policy;
+mod table;
 
 pub use apply::{ApplyRequest, apply, remove};
 pub use labels::{DEPLOYMENT_LABEL, GENERATION_LABEL};

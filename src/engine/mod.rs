@@ -67,7 +67,7 @@ pub struct Docker {
 /// Where engines put their socket, as paths on the node: Docker's (/var/run is a link to /run
 /// on current systems, and an absolute link does not resolve under a mounted host root, so
 /// both are looked at) and rootful podman's. Rootless podman's is under $XDG_RUNTIME_DIR.
-const WELL_KNOWN_SOCKETS: [&str; 3] = [
+pub const WELL_KNOWN_SOCKETS: [&str; 3] = [
     "/var/run/docker.sock",
     "/run/docker.sock",
     "/run/podman/podman.sock",

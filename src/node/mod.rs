@@ -23,15 +23,16 @@ pub mod fuzzing {
 }
 pub use disk::DiskSpace;
 pub use memory::Memory;
-pub use report::{Capabilities, Gpu, HeartbeatPayload, round_tenth};
+pub use report::{Capabilities, DeploymentSupport, Gpu, HeartbeatPayload, round_tenth};
 
 use crate::config::HostPaths;
 use crate::engine::{self, Engine};
 
 /// Reads what the node has, for registration. CPU count and memory are required by the
 /// control plane, so failing to read them is an error; the disk size is optional and becomes
-/// null.
-pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
+/// null. `deployments_enabled`: whether the settings leave deployments on (reported with whether an
+/// engine socket exists).
+pub fn detect(host: &HostPaths, deployments_enabled: bool) -> io::Result<Capabilities> {
     // /proc/stat grows with the CPUs and interrupts; start big enough for most machines.
     let mut buffer = Vec::with_capacity(16 * 1024);
     let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
@@ -49,13 +50,18 @@ pub fn detect(host: &HostPaths) -> io::Result<Capabilities> {
             None
         }
     };
+    let socket = engine::find_socket(host);
     Ok(Capabilities {
         os: os_name(),
         cpu_count,
         mem_mb: memory.total_mb(),
         disk_mb,
         gpus: gpus::detect(&host.sys, &host.proc),
-        docker: engine::describe(engine::find_socket(host).as_deref()),
+        docker: engine::describe(socket.as_deref()),
+        deployments: DeploymentSupport {
+            enabled: deployments_enabled,
+            engine: socket.as_deref().is_some_and(|path| path.exists()),
+        },
     })
 }
 

@@ -9,7 +9,9 @@ use miniserde::ser::{Fragment, Map};
 use crate::engine::Docker;
 
 /// What the node has. `disk_mb` is null when the disk could not be read. `docker` is one of
-/// the optional fields of ../shared/protocol.md.
+/// the optional fields of ../shared/protocol.md; `deployments` is the agent's own (the upstream
+/// control plane drops fields it does not know), so that a control plane that reads it places
+/// deployments only where they can run.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Capabilities {
     pub os: String,
@@ -18,6 +20,16 @@ pub struct Capabilities {
     pub disk_mb: Option<u64>,
     pub gpus: Vec<Gpu>,
     pub docker: Docker,
+    pub deployments: DeploymentSupport,
+}
+
+/// Whether this agent runs deployments: `enabled` (the build has them and the settings leave
+/// them on, see `config::Deployments`) and `engine` (a container engine socket was found at
+/// registration; one found later is used too).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentSupport {
+    pub enabled: bool,
+    pub engine: bool,
 }
 
 /// One GPU of the node.
