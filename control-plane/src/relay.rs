@@ -832,8 +832,9 @@ fn check_status(m: &Value) -> Result<(), String> {
     if !matches!(m.get("services"), None | Some(Value::Array(_))) {
         return Err("services must be a list".into());
     }
-    if !matches!(m.get("progress"), None | Some(Value::Object(_))) {
-        return Err("progress must be an object".into());
+    // docs/channel.md: an optional field without a value is `null`.
+    if !matches!(m.get("progress"), None | Some(Value::Null | Value::Object(_))) {
+        return Err("progress must be an object or null".into());
     }
     Ok(())
 }
@@ -943,6 +944,12 @@ mod tests {
             "status": "up"})
             )
             .is_err()
+        );
+        // As the agent sends them: every field, `null` for an optional one without a value.
+        assert!(
+            check_message(&json!({"type": "status", "deployment_id": "a", "generation": 1,
+            "status": "running", "message": "", "progress": null, "services": []}))
+            .is_ok()
         );
         assert!(check_message(&json!({"type": "nope"})).is_err());
         assert!(check_message(&json!([1])).is_err());
