@@ -1,0 +1,700 @@
+//! Deployments end to end: the real agent binary, the project's control plane (deploys posted
+//! to it travel down the node channel) and a real engine: podman's Docker-compatible service on a
+//! private socket, with a local `FROM scratch` busybox image tagged under the names the files
+//! use, so nothing is pulled. See `shared/deployments.md` and `docs/channel.md`.
+#![cfg(feature = "deploy")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::podman::{Podman, text};
+use support::{Agent, ControlPlane, WAIT, count_heartbeats, registrations};
+
+const IMAGES: [&str; 3] = [
+    "docker.io/library/postgres:16",
+    "docker.io/library/redis:7",
+    "docker.io/library/nginx:1",
+];
+const SECRET: &str = "pw-Zq81-never-shown";
+/// Long enough for a few podman creates and starts on a loaded 2-core machine.
+const APPLY_WAIT: Duration = Duration::from_secs(60);
+
+/// Three services: `db` with a named volume and an interpolated password, `cache` after it,
+/// `web` after `cache` with a port and an inline config. `sleep` as PID 1 ignores SIGTERM, so a
+/// stop takes the whole `stop_grace_period`: `GRACE` sets it.
+fn project(port: u16, web_mode: &str, grace: &str) -> String {
+    format!(
+        r#"
+x-common: &common
+  restart: unless-stopped
+  stop_grace_period: {grace}
+services:
+  db:
+    <<: *common
+    image: postgres:16
+    command: ["/busybox", "sleep", "3600"]
+    environment:
+      POSTGRES_PASSWORD: ${{DB_PASSWORD}}
+    volumes:
+      - data:/var/lib/postgresql/data
+  cache:
+    <<: *common
+    image: redis:7
+    command: ["/busybox", "sleep", "3600"]
+    depends_on: [db]
+  web:
+    <<: *common
+    image: nginx:1
+    command: ["/busybox", "httpd", "-f", "-p", "8080"]
+    environment:
+      MODE: {web_mode}
+    ports: ["127.0.0.1:{port}:8080"]
+    depends_on:
+      cache:
+        condition: service_started
+    configs:
+      - source: web_conf
+        target: /etc/web.conf
+volumes:
+  data: {{}}
+configs:
+  web_conf:
+    content: |
+      greeting=${{GREETING:-hello}}
+"#
+    )
+}
+
+#[track_caller]
+fn no_podman(reason: &str) -> ! {
+    panic!(
+        "\n\n*** podman cannot serve its API on this machine, so deployments were not tested \
+         against a real engine ***\n{reason}\n(scripts/setup.sh installs podman, runc and \
+         busybox-static; the test needs root)\n"
+    );
+}
+
+/// A test that cannot run here: fails under CI, else a notice libtest does not capture.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "deploy: cannot run in CI: {reason}"
+    );
+    let _ = std::io::stderr().write_all(format!("\n*** SKIPPED: {reason} ***\n").as_bytes());
+}
+
+struct Engine {
+    podman: Podman,
+    socket: PathBuf,
+}
+
+impl Engine {
+    fn start(name: &str) -> Engine {
+        let mut podman = Podman::new(name);
+        let version = podman.output(&["version"]);
+        if !version.status.success() {
+            no_podman(&text(&version));
+        }
+        podman
+            .build_busybox_image(IMAGES[0])
+            .unwrap_or_else(|reason| no_podman(&reason));
+        for name in &IMAGES[1..] {
+            let tagged = podman.output(&["tag", IMAGES[0], name]);
+            assert!(tagged.status.success(), "{}", text(&tagged));
+        }
+        let socket = podman
+            .start_service()
+            .unwrap_or_else(|reason| no_podman(&reason));
+        Engine { podman, socket }
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// The deployment's containers: name → id.
+    fn containers(&self, deployment: &str) -> BTreeMap<String, String> {
+        let output = self.podman.output(&[
+            "ps",
+            "--all",
+            "--filter",
+            &format!("label=io.miaas.deployment={deployment}"),
+            "--format",
+            "{{.Names}} {{.ID}} {{.State}}",
+        ]);
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                Some((words.next()?.to_string(), words.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    fn running(&self, deployment: &str) -> usize {
+        let output = self.podman.output(&[
+            "ps",
+            "--filter",
+            &format!("label=io.miaas.deployment={deployment}"),
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.ID}}",
+        ]);
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    }
+
+    fn volumes(&self) -> Vec<String> {
+        let output = self
+            .podman
+            .output(&["volume", "ls", "--format", "{{.Name}}"]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn networks(&self) -> Vec<String> {
+        let output = self
+            .podman
+            .output(&["network", "ls", "--format", "{{.Name}}"]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|name| *name != "podman")
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Starts the agent against `cp` and waits for its node and an open channel; its node ID.
+fn start_agent(cp: &ControlPlane, name: &str, env: &[(&str, &str)]) -> (Agent, String) {
+    let mut all = vec![("NODE_NAME", name), ("LOG_LEVEL", "debug")];
+    all.extend_from_slice(env);
+    let mut agent = Agent::start(&cp.url(), &all);
+    let line = agent.expect_line("Registered successfully. Node ID: ", WAIT);
+    let node_id = line.rsplit(' ').next().unwrap().to_string();
+    let connected = cp.wait_until_channel(WAIT, |messages| {
+        messages
+            .iter()
+            .any(|m| m.node_id == node_id && m.kind() == Some("hello"))
+    });
+    assert!(connected, "no hello; the agent said:\n{}", agent.output());
+    (agent, node_id)
+}
+
+fn deploy(cp: &ControlPlane, node_id: &str, body: Value) -> u64 {
+    let (status, answer) = cp.deploy(node_id, &body);
+    assert_eq!(status, 202, "{answer}");
+    answer["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no generation in {answer}"))
+}
+
+fn apply_body(id: &str, compose: &str) -> Value {
+    json!({"deployment_id": id, "template_id": "e2e", "action": "apply",
+           "rendered_compose": compose,
+           "env": {"DB_PASSWORD": SECRET, "GREETING": "hi"}})
+}
+
+/// Waits for a `status` of `id` at `generation` with `state`; the message.
+#[track_caller]
+fn wait_status(
+    cp: &ControlPlane,
+    agent: &mut Agent,
+    id: &str,
+    generation: u64,
+    state: &str,
+    timeout: Duration,
+) -> Value {
+    let found = |messages: &[control_plane::ChannelMessage]| {
+        messages
+            .iter()
+            .rev()
+            .find(|m| {
+                m.kind() == Some("status")
+                    && m.json["deployment_id"] == id
+                    && m.json["generation"] == generation
+                    && m.json["status"] == state
+            })
+            .map(|m| m.json.clone())
+    };
+    if cp.wait_until_channel(timeout, |messages| found(messages).is_some()) {
+        return found(&cp.channel_messages()).unwrap();
+    }
+    let statuses: Vec<String> = cp
+        .channel_messages()
+        .iter()
+        .filter(|m| m.json["deployment_id"] == id)
+        .map(|m| {
+            format!(
+                "{} {} {} {}",
+                m.json["type"], m.json["generation"], m.json["status"], m.json["message"]
+            )
+        })
+        .collect();
+    panic!(
+        "no {state} status for {id} generation {generation} within {timeout:?}; statuses:\n{}\nthe agent said:\n{}",
+        statuses.join("\n"),
+        agent.output()
+    );
+}
+
+/// No channel message and no agent log line carries the env's secret value.
+#[track_caller]
+fn assert_secret_never_shown(cp: &ControlPlane, agent: &mut Agent) {
+    for message in cp.channel_messages() {
+        assert!(!message.text.contains(SECRET), "{}", message.text);
+    }
+    let output = agent.output();
+    assert!(!output.contains(SECRET), "the secret in the log:\n{output}");
+}
+
+#[test]
+fn a_project_runs_converges_and_is_removed_and_a_bad_file_creates_nothing() {
+    let engine = Engine::start("deploy-e2e");
+    let cp = ControlPlane::start();
+    let (mut agent, node) =
+        start_agent(&cp, "deploy-e2e", &[("DOCKER_HOST", &engine.docker_host())]);
+    let port = support::free_port();
+    let id = "shop-e2e";
+
+    // A bad file: failed, naming the key; a Kubernetes manifest: said so. Nothing is created.
+    let mut bad = apply_body(
+        id,
+        &project(port, "one", "1s")
+            .replace("    image: redis:7\n", "    image: redis:7\n    build: .\n"),
+    );
+    bad["deployment_id"] = json!("bad-e2e");
+    let generation = deploy(&cp, &node, bad);
+    let failed = wait_status(&cp, &mut agent, "bad-e2e", generation, "failed", WAIT);
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("services.cache.build"), "{message}");
+    let mut manifest = apply_body(
+        "k8s-e2e",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+    );
+    manifest["template_id"] = json!("k8s");
+    let generation = deploy(&cp, &node, manifest);
+    let failed = wait_status(&cp, &mut agent, "k8s-e2e", generation, "failed", WAIT);
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("Kubernetes manifests are not supported yet"),
+        "{failed}"
+    );
+    assert!(engine.containers("bad-e2e").is_empty());
+    assert!(engine.volumes().is_empty(), "{:?}", engine.volumes());
+    assert!(engine.networks().is_empty(), "{:?}", engine.networks());
+
+    // The project: pending at once, then running, each service with its container.
+    let began = Instant::now();
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "1s")));
+    wait_status(&cp, &mut agent, id, generation, "pending", WAIT);
+    let running = wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let to_running = began.elapsed();
+    let answer = cp.deployment(id).expect("GET /api/v1/deployments/{id}");
+    assert_eq!(answer["status"], "running", "{answer}");
+    let services: BTreeMap<String, String> = running["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap().to_string(),
+                s["container"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services.keys().collect::<Vec<_>>(),
+        ["cache", "db", "web"],
+        "{running}"
+    );
+    let first = engine.containers(id);
+    assert_eq!(first.len(), 3, "{first:?}");
+    for container in services.values() {
+        assert!(
+            first.contains_key(container),
+            "{container} not in {first:?}"
+        );
+    }
+    assert_eq!(engine.running(id), 3);
+    let config =
+        engine
+            .podman
+            .output(&["exec", &services["web"], "/busybox", "cat", "/etc/web.conf"]);
+    assert_eq!(
+        String::from_utf8_lossy(&config.stdout),
+        "greeting=hi\n",
+        "{}",
+        text(&config)
+    );
+
+    // The same again: acknowledged, nothing recreated.
+    let began = Instant::now();
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "1s")));
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let unchanged = began.elapsed();
+    assert_eq!(
+        engine.containers(id),
+        first,
+        "the same file recreated containers"
+    );
+
+    // One service changed: it alone is recreated.
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "two", "1s")));
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let second = engine.containers(id);
+    for (name, container) in &first {
+        if name == &services["web"] {
+            assert_ne!(&second[name], container, "web was not recreated");
+        } else {
+            assert_eq!(&second[name], container, "{name} was recreated");
+        }
+    }
+
+    // Remove: containers gone, the named volume kept.
+    let generation = deploy(&cp, &node, json!({"deployment_id": id, "action": "remove"}));
+    wait_status(&cp, &mut agent, id, generation, "removed", APPLY_WAIT);
+    assert!(
+        engine.containers(id).is_empty(),
+        "{:?}",
+        engine.containers(id)
+    );
+    assert_eq!(engine.volumes().len(), 1, "{:?}", engine.volumes());
+
+    assert_secret_never_shown(&cp, &mut agent);
+    assert!(
+        cp.channel_protocol_errors().is_empty(),
+        "{:?}",
+        cp.channel_protocol_errors()
+    );
+    eprintln!(
+        "figures: command → running of 3 services with present images: {:.2}s; the same file again, command → running: {:.3}s",
+        to_running.as_secs_f64(),
+        unchanged.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_restarted_agent_reports_what_runs_and_a_dropped_channel_loses_nothing() {
+    let engine = Engine::start("deploy-restart");
+    let cp = ControlPlane::start();
+    let env = [("DOCKER_HOST", engine.docker_host())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut agent, node) = start_agent(&cp, "deploy-restart", &env);
+    let port = support::free_port();
+    let id = "restart-e2e";
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "3s")));
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let first = engine.containers(id);
+
+    // Killed and started again: the containers run on, and the new agent's hello lists them
+    // to a control plane that forgot them.
+    drop(agent);
+    assert_eq!(engine.running(id), 3);
+    cp.forget_deployments();
+    let hellos_before = cp
+        .channel_messages()
+        .iter()
+        .filter(|m| m.kind() == Some("hello"))
+        .count();
+    let (mut agent, node) = start_agent(&cp, "deploy-restart", &env);
+    let hello = cp
+        .channel_messages()
+        .into_iter()
+        .filter(|m| m.kind() == Some("hello"))
+        .nth(hellos_before)
+        .expect("the new agent's hello");
+    let listed = &hello.json["deployments"];
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["deployment_id"] == id
+                && d["generation"] == generation
+                && d["status"] == "running"),
+        "{listed}"
+    );
+    assert_eq!(cp.deployment(id).unwrap()["status"], "running");
+    assert_eq!(engine.containers(id), first);
+
+    // The channel dropped mid-apply (web's recreation waits its 3 s grace period): the apply
+    // finishes, its status comes on the next connection, and the deploy the control plane
+    // sends again is not applied twice.
+    cp.ignore_acknowledgements(true);
+    let connections = cp.channel_connections(&node);
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "two", "3s")));
+    let pending = wait_status(&cp, &mut agent, id, generation, "pending", WAIT);
+    assert!(pending.is_object());
+    assert!(cp.drop_channel(&node));
+    let running = |messages: &[control_plane::ChannelMessage]| {
+        messages
+            .iter()
+            .find(|m| {
+                m.kind() == Some("status")
+                    && m.json["deployment_id"] == id
+                    && m.json["generation"] == generation
+                    && m.json["status"] == "running"
+            })
+            .map(|m| m.connection)
+    };
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let on = running(&cp.channel_messages()).unwrap();
+    assert!(
+        cp.channel_connections(&node) > connections,
+        "the channel never reconnected"
+    );
+    let dropped_connection = cp
+        .channel_messages()
+        .iter()
+        .rev()
+        .find(|m| m.json["status"] == "pending" && m.json["generation"] == generation)
+        .unwrap()
+        .connection;
+    assert!(
+        on > dropped_connection,
+        "the final status came before the drop"
+    );
+    // The resent deploy was acknowledged, not applied: one apply of the generation.
+    let resent = cp.wait_until_channel(WAIT, |messages| {
+        messages
+            .iter()
+            .filter(|m| m.connection > dropped_connection && m.json["generation"] == generation)
+            .count()
+            >= 1
+    });
+    assert!(resent);
+    let output = agent.output();
+    let applies = output
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                "Deployment {id} generation {generation} (apply): "
+            ))
+        })
+        .count();
+    assert_eq!(applies, 1, "{output}");
+    let second = engine.containers(id);
+    assert_eq!(second.len(), 3, "{second:?}");
+    let changed = first
+        .iter()
+        .filter(|(name, c)| second.get(*name) != Some(c))
+        .count();
+    assert_eq!(changed, 1, "{first:?} → {second:?}");
+    assert_secret_never_shown(&cp, &mut agent);
+}
+
+/// The agent's peak resident memory, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_deploys_collapses_to_the_newest_in_bounded_memory() {
+    let engine = Engine::start("deploy-flood");
+    let cp = ControlPlane::start();
+    let (mut agent, node) = start_agent(
+        &cp,
+        "deploy-flood",
+        &[
+            ("DOCKER_HOST", &engine.docker_host()),
+            ("LOG_LEVEL", "info"),
+        ],
+    );
+    let id = "flood-e2e";
+    let port = support::free_port();
+    let file = |generation: u64| {
+        // 64 KiB each: a thousand held at once would be 64 MiB.
+        format!(
+            "x-padding: \"{}\"\n{}",
+            "p".repeat(64 * 1024),
+            project(port, &format!("m{generation}"), "1s")
+        )
+    };
+    let message = |generation: u64| {
+        let mut body = apply_body(id, &file(generation));
+        body["type"] = json!("deploy");
+        body["generation"] = json!(generation);
+        body
+    };
+    assert!(cp.send_to_node(&node, &message(1)));
+    wait_status(&cp, &mut agent, id, 1, "running", APPLY_WAIT);
+    let before = vm_hwm_kib(agent.pid());
+    let began = Instant::now();
+    for generation in 2..=1001 {
+        assert!(cp.send_to_node(&node, &message(generation)));
+    }
+    wait_status(&cp, &mut agent, id, 1001, "running", APPLY_WAIT);
+    let after = vm_hwm_kib(agent.pid());
+    let output = agent.output();
+    let applies = output
+        .lines()
+        .filter(|l| l.contains(&format!("Deployment {id} generation ")))
+        .count();
+    assert!(
+        applies <= 4,
+        "{applies} applies ran for a flood of 1000:\n{output}"
+    );
+    assert!(
+        after - before < 8 * 1024,
+        "VmHWM grew from {before} KiB to {after} KiB"
+    );
+    assert!(
+        cp.channel_protocol_errors().is_empty(),
+        "{:?}",
+        cp.channel_protocol_errors()
+    );
+    eprintln!(
+        "figures: flood of 1000 deploys of 64 KiB: {applies} applies, newest running after {:.1}s, VmHWM {before} → {after} KiB",
+        began.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn what_the_agent_cannot_do_is_said_on_the_channel() {
+    let cp = ControlPlane::start();
+    let dir = std::env::temp_dir().join(format!("miaas-deploy-noengine-{}", std::process::id()));
+    let missing = format!("unix://{}/engine.sock", dir.display());
+    let (mut agent, node) = start_agent(&cp, "deploy-noengine", &[("DOCKER_HOST", &missing)]);
+    // Registered with what it can do.
+    let registration = registrations(&cp.requests())[0].json().unwrap();
+    assert_eq!(
+        registration["capabilities"]["deployments"],
+        json!({"enabled": true, "engine": false})
+    );
+    // A deploy with no engine.
+    let generation = deploy(
+        &cp,
+        &node,
+        apply_body("noengine", "services:\n  a:\n    image: redis:7\n"),
+    );
+    let failed = wait_status(&cp, &mut agent, "noengine", generation, "failed", WAIT);
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no container engine socket found at "),
+        "{failed}"
+    );
+    // An unknown message type, and a log stream this version cannot serve.
+    assert!(cp.send_to_node(&node, &json!({"type": "reboot", "now": true})));
+    assert!(cp.send_to_node(
+        &node,
+        &json!({"type": "logs", "stream_id": "v-1", "deployment_id": "noengine"})
+    ));
+    assert!(
+        cp.wait_until_channel(WAIT, |messages| {
+            messages
+                .iter()
+                .any(|m| m.kind() == Some("error") && m.json["about"] == "reboot")
+                && messages.iter().any(|m| {
+                    m.kind() == Some("log_end")
+                        && m.json["stream_id"] == "v-1"
+                        && m.json["reason"] == "error"
+                        && m.json["message"] == "log streaming is not available in this version"
+                })
+        }),
+        "{:?}",
+        cp.channel_messages()
+            .iter()
+            .map(|m| m.text.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_secret_never_shown(&cp, &mut agent);
+}
+
+#[test]
+fn without_a_channel_one_info_line_and_heartbeats_as_before() {
+    let cp = ControlPlane::start_without_channel();
+    let mut agent = Agent::start(&cp.url(), &[("NODE_NAME", "deploy-nochannel")]);
+    agent.expect_line("Deployments: on", WAIT);
+    agent.expect_line(
+        "The control plane has no node channel (HTTP 404 while it accepts heartbeats)",
+        WAIT,
+    );
+    let seen = count_heartbeats(&cp.requests(), 200);
+    assert!(
+        cp.wait_until(WAIT, |requests| count_heartbeats(requests, 200)
+            >= seen + 10)
+    );
+    let output = agent.output();
+    assert_eq!(output.matches("no node channel").count(), 1, "{output}");
+    let loud = output
+        .lines()
+        .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && l.contains("hannel"))
+        .count();
+    assert_eq!(loud, 0, "{output}");
+    // Heartbeats on their 0.2 s ticks, as without deployments.
+    let beats: Vec<Instant> = support::heartbeats(&cp.requests())
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    for pair in beats.windows(2).skip(1) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap < Duration::from_millis(600),
+            "a heartbeat {gap:?} after the one before"
+        );
+    }
+}
+
+/// A local address that is not loopback, to reach the control plane by.
+fn non_loopback_address() -> Option<String> {
+    let output = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "up"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .find(|ip| !ip.starts_with("127."))
+        .map(str::to_string)
+}
+
+#[test]
+fn over_plain_http_to_another_host_deployments_stay_off_unless_allowed() {
+    let Some(address) = non_loopback_address() else {
+        skip("no non-loopback IPv4 address on this machine to reach the control plane by");
+        return;
+    };
+    let cp = ControlPlane::start_on(format!("{address}:0")).unwrap();
+    let url = format!("http://{}", cp.addr());
+    let mut agent = Agent::start(&url, &[("NODE_NAME", "deploy-plain")]);
+    agent.expect_line("Deployments: off: CONTROL_PLANE_URL is plain http://", WAIT);
+    assert!(cp.wait_until(WAIT, |requests| count_heartbeats(requests, 200) >= 5));
+    assert!(
+        !cp.requests().iter().any(|r| r.is_channel()),
+        "the channel was dialed over plain http"
+    );
+    let registration = registrations(&cp.requests())[0].json().unwrap();
+    assert_eq!(
+        registration["capabilities"]["deployments"]["enabled"],
+        false
+    );
+    drop(agent);
+
+    let mut agent = Agent::start(
+        &url,
+        &[
+            ("NODE_NAME", "deploy-plain"),
+            ("ALLOW_DEPLOYMENTS_OVER_PLAIN_HTTP", "yes"),
+        ],
+    );
+    agent.expect_line("Deployments: on over plain http://", WAIT);
+    agent.expect_line("Node channel open", WAIT);
+}
