@@ -833,7 +833,10 @@ fn check_status(m: &Value) -> Result<(), String> {
         return Err("services must be a list".into());
     }
     // docs/channel.md: an optional field without a value is `null`.
-    if !matches!(m.get("progress"), None | Some(Value::Null | Value::Object(_))) {
+    if !matches!(
+        m.get("progress"),
+        None | Some(Value::Null | Value::Object(_))
+    ) {
         return Err("progress must be an object or null".into());
     }
     Ok(())
@@ -947,8 +950,10 @@ mod tests {
         );
         // As the agent sends them: every field, `null` for an optional one without a value.
         assert!(
-            check_message(&json!({"type": "status", "deployment_id": "a", "generation": 1,
-            "status": "running", "message": "", "progress": null, "services": []}))
+            check_message(
+                &json!({"type": "status", "deployment_id": "a", "generation": 1,
+            "status": "running", "message": "", "progress": null, "services": []})
+            )
             .is_ok()
         );
         assert!(check_message(&json!({"type": "nope"})).is_err());
