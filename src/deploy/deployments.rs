@@ -198,6 +198,7 @@ async fn consume(
                     deploy.generation,
                     action_name(deploy.action)
                 );
+                let received = deploy.generation;
                 let receipt = shared.table().receive(deploy);
                 match receipt {
                     Receipt::Run(deploy, pending) => {
@@ -207,7 +208,14 @@ async fn consume(
                             .detach();
                     }
                     Receipt::Queued(pending) => uplink.status(pending).await,
-                    Receipt::Again(current) => uplink.status(current).await,
+                    Receipt::Again(current) => {
+                        crate::debug!(
+                            "Deployment {}: generation {received} is not newer than {}: acknowledged again, not applied",
+                            current.deployment_id,
+                            current.generation
+                        );
+                        uplink.status(current).await;
+                    }
                     Receipt::Refused(failed) => {
                         crate::warn!(
                             "Deployment {} refused: {}",
