@@ -33,16 +33,12 @@ pub fn config_hash(project: &ComposeProject, service: &Service) -> String {
             deploy.remove("replicas");
         }
     }
-    let configs = service
-        .configs
-        .iter()
-        .filter_map(|r| {
-            project
-                .configs
-                .get(&r.source)
-                .map(|c| (r.source.clone(), json::string(&c.content)))
-        })
-        .collect();
+    let configs = json::object(service.configs.iter().filter_map(|r| {
+        project
+            .configs
+            .get(&r.source)
+            .map(|c| (r.source.clone(), json::string(&c.content)))
+    }));
     let canonical = Obj::new()
         .set("configs", Value::Object(configs))
         .set("service", value)

@@ -345,41 +345,28 @@ impl ComposeProject {
     /// The project as JSON, in the Compose Specification's long syntax as
     /// `docker compose config --format json` prints it (keys sorted).
     pub fn to_json(&self) -> String {
-        let services: Object = self
-            .services
-            .iter()
-            .map(|(k, s)| (k.clone(), s.to_json()))
-            .collect();
+        let services = json::object(self.services.iter().map(|(k, s)| (k.clone(), s.to_json())));
         let section = |entries: Object| (!entries.is_empty()).then_some(Value::Object(entries));
         let value = Obj::new()
             .set("name", json::string(&self.name))
             .set("services", Value::Object(services))
             .some(
                 "networks",
-                section(
-                    self.networks
-                        .iter()
-                        .map(|(k, n)| (k.clone(), n.to_json()))
-                        .collect(),
-                ),
+                section(json::object(
+                    self.networks.iter().map(|(k, n)| (k.clone(), n.to_json())),
+                )),
             )
             .some(
                 "volumes",
-                section(
-                    self.volumes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.to_json()))
-                        .collect(),
-                ),
+                section(json::object(
+                    self.volumes.iter().map(|(k, v)| (k.clone(), v.to_json())),
+                )),
             )
             .some(
                 "configs",
-                section(
-                    self.configs
-                        .iter()
-                        .map(|(k, c)| (k.clone(), c.to_json()))
-                        .collect(),
-                ),
+                section(json::object(
+                    self.configs.iter().map(|(k, c)| (k.clone(), c.to_json())),
+                )),
             )
             .build();
         json::pretty(&value)

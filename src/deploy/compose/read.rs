@@ -150,10 +150,13 @@ pub fn key_values(node: &Node, path: &str) -> Result<BTreeMap<String, Option<Str
 
 /// A map of strings where a missing value is the empty string (labels, driver options).
 pub fn string_map(node: &Node, path: &str) -> Result<BTreeMap<String, String>> {
-    Ok(key_values(node, path)?
-        .into_iter()
-        .map(|(k, v)| (k, v.unwrap_or_default()))
-        .collect())
+    // A loop, not `collect()`, which would sort the (already sorted) pairs again with its own
+    // copy of the stable sort.
+    let mut out = BTreeMap::new();
+    for (key, value) in key_values(node, path)? {
+        out.insert(key, value.unwrap_or_default());
+    }
+    Ok(out)
 }
 
 /// The keys of a mapping, read one by one; at the end every key not read is refused with its

@@ -166,7 +166,11 @@ impl Service {
             }
             (Some(_), None) => BTreeMap::new(),
             (None, Some(networks)) if !networks.is_empty() => networks,
-            (None, _) => BTreeMap::from([("default".to_string(), (None, line))]),
+            (None, _) => {
+                let mut default = BTreeMap::new();
+                default.insert("default".to_string(), (None, line));
+                default
+            }
         };
         s.extra_hosts = f.read("extra_hosts", extra_hosts)?.unwrap_or_default();
         s.cap_add = f.read("cap_add", read::strings)?.unwrap_or_default();
@@ -207,57 +211,41 @@ impl Service {
             array.extend(values);
             (!array.is_empty()).then_some(Value::Array(array))
         };
-        let environment: Object = self
-            .environment
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_ref().map_or(Value::Null, |v| json::string(v)),
-                )
-            })
-            .collect();
-        let depends_on: Object = self
-            .depends_on
-            .iter()
-            .map(|(name, d)| {
-                let value = Obj::new()
-                    .set("condition", json::string(&d.condition))
-                    .flag("restart", d.restart)
-                    .set("required", Value::Bool(d.required))
-                    .build();
-                (name.clone(), value)
-            })
-            .collect();
-        let networks: Object = self
-            .networks
-            .iter()
-            .map(|(name, (a, _))| {
-                (
-                    name.clone(),
-                    a.as_ref().map_or(Value::Null, Attachment::to_json),
-                )
-            })
-            .collect();
+        let environment = json::object(self.environment.iter().map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_ref().map_or(Value::Null, |v| json::string(v)),
+            )
+        }));
+        let depends_on = json::object(self.depends_on.iter().map(|(name, d)| {
+            let value = Obj::new()
+                .set("condition", json::string(&d.condition))
+                .flag("restart", d.restart)
+                .set("required", Value::Bool(d.required))
+                .build();
+            (name.clone(), value)
+        }));
+        let networks = json::object(self.networks.iter().map(|(name, (a, _))| {
+            (
+                name.clone(),
+                a.as_ref().map_or(Value::Null, Attachment::to_json),
+            )
+        }));
         let mut hosts: Vec<String> = self
             .extra_hosts
             .iter()
             .map(|(h, ip)| format!("{h}={ip}"))
             .collect();
         hosts.sort();
-        let ulimits: Object = self
-            .ulimits
-            .iter()
-            .map(|(name, limit)| {
-                let value = match limit {
-                    Ulimit::Single(n) => Obj::new().set("single", json::int(*n)),
-                    Ulimit::SoftHard { soft, hard } => Obj::new()
-                        .set("soft", json::int(*soft))
-                        .set("hard", json::int(*hard)),
-                };
-                (name.clone(), value.build())
-            })
-            .collect();
+        let ulimits = json::object(self.ulimits.iter().map(|(name, limit)| {
+            let value = match limit {
+                Ulimit::Single(n) => Obj::new().set("single", json::int(*n)),
+                Ulimit::SoftHard { soft, hard } => Obj::new()
+                    .set("soft", json::int(*soft))
+                    .set("hard", json::int(*hard)),
+            };
+            (name.clone(), value.build())
+        }));
         let non_empty = |o: Object| (!o.is_empty()).then_some(Value::Object(o));
         let bytes = |b: Option<u64>| b.map(|b| json::string(&b.to_string()));
         Obj::new()
