@@ -19,7 +19,6 @@
 //! purpose.
 
 use miniserde::json::Value;
-use sha2::{Digest, Sha256};
 
 use super::json::{self, Obj};
 use super::project::ComposeProject;
@@ -43,8 +42,32 @@ pub fn config_hash(project: &ComposeProject, service: &Service) -> String {
         .set("configs", Value::Object(configs))
         .set("service", value)
         .build();
-    Sha256::digest(json::compact(&canonical).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha256(json::compact(&canonical).as_bytes()))
+}
+
+/// SHA-256 of `bytes`. The TLS build links ring already (rustls's crypto provider), so its
+/// SHA-256 costs nothing there, where sha2's added 11 KiB; builds without TLS use sha2. The
+/// two give the same digest: `hash_is_pinned`, and `name`'s tests check ring against sha2.
+#[cfg(feature = "tls")]
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(not(feature = "tls"))]
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+/// Lower-case hex, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }

@@ -1,7 +1,7 @@
 //! Names on the engine: the compose project name from the deployment id, and the names compose
 //! gives containers.
 
-use sha2::{Digest, Sha256};
+use super::hash;
 
 /// The project name of a deployment: compose's `NormalizeProjectName` (lower case, only
 /// `[a-z0-9_-]`, no leading `_` or `-`), and when that changed the id, `-` and 8 hex digits of
@@ -16,8 +16,7 @@ pub fn project_name(deployment_id: &str) -> String {
     if normalized == deployment_id {
         return normalized.to_string();
     }
-    let digest = Sha256::digest(deployment_id.as_bytes());
-    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let short = hash::hex(&hash::sha256(deployment_id.as_bytes())[..4]);
     if normalized.is_empty() {
         short
     } else {
@@ -33,6 +32,7 @@ pub fn container_name(project: &str, service: &str, number: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn valid_ids_are_kept() {
@@ -68,6 +68,13 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    #[test]
+    fn sha256_is_sha2s_digest_in_every_build() {
+        for text in ["", "abc", "Deploy 42", &"x".repeat(1000)] {
+            assert_eq!(hash::hex(&hash::sha256(text.as_bytes())), hex_sha(text));
+        }
     }
 
     #[test]
