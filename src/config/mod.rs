@@ -771,10 +771,18 @@ mod tests {
     #[test]
     fn deployments_setting() {
         let deployments = |vars: &[(&str, &str)]| config(&[], vars).deployments;
-        let https = ("CONTROL_PLANE_URL", "https://cp.example.com");
+        // A link deployments may use: https, or loopback in a build without TLS.
+        let trusted = (
+            "CONTROL_PLANE_URL",
+            if HTTPS_SUPPORTED {
+                "https://cp.example.com"
+            } else {
+                "http://127.0.0.1:8080"
+            },
+        );
         let plain = ("CONTROL_PLANE_URL", "http://cp.example.com");
         if DEPLOYMENTS_SUPPORTED {
-            assert_eq!(deployments(&[https]), Deployments::On);
+            assert_eq!(deployments(&[trusted]), Deployments::On);
             assert_eq!(deployments(&[]), Deployments::On, "loopback over http");
             assert_eq!(deployments(&[plain]), Deployments::OffOverPlainHttp);
             assert_eq!(
@@ -787,14 +795,14 @@ mod tests {
                 "DEPLOYMENTS=on alone does not allow plain http"
             );
         } else {
-            assert_eq!(deployments(&[https]), Deployments::NotBuilt);
+            assert_eq!(deployments(&[trusted]), Deployments::NotBuilt);
             assert!(
                 error(&[], &[("DEPLOYMENTS", "on")])
                     .starts_with("invalid DEPLOYMENTS=\"on\": needs an agent built with")
             );
         }
         assert_eq!(
-            deployments(&[https, ("DEPLOYMENTS", "OFF")]),
+            deployments(&[trusted, ("DEPLOYMENTS", "OFF")]),
             Deployments::TurnedOff
         );
         assert!(
