@@ -11,6 +11,7 @@ pub mod log;
 pub mod text;
 
 pub mod backoff;
+pub mod repeated_failure;
 
 pub mod agent;
 pub mod config;

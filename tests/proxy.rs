@@ -36,7 +36,12 @@ fn upper_case_and_all_proxy_count_and_no_proxy_bypasses() {
     let proxy = ConnectProxy::start();
     let mut agent = Agent::start(
         &control_plane.url(),
-        &[("ALL_PROXY", &proxy.url()), ("NODE_NAME", "via-all")],
+        // The heartbeats' proxy choice alone: the node channel's is in tests/channel_client.rs.
+        &[
+            ("ALL_PROXY", &proxy.url()),
+            ("NODE_NAME", "via-all"),
+            ("DEPLOYMENTS", "off"),
+        ],
     );
     agent.expect_line("Heartbeat sent", WAIT);
     assert_eq!(proxy.heads().len(), 1);

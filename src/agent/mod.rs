@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-mod repeated_failure;
 pub mod signals;
 mod ticks;
 
@@ -17,7 +16,7 @@ use crate::control_plane::protocol::{RegisterRequest, Registration};
 use crate::control_plane::{ControlPlane, Failure, HeartbeatTarget, Registrations};
 use crate::log::{self, Level, Value};
 use crate::node::{self, Capabilities, HeartbeatPayload, Sampler, round_tenth};
-use repeated_failure::{Elapsed, RepeatedFailure, Report};
+use crate::repeated_failure::{Elapsed, RepeatedFailure, Report};
 use ticks::Ticks;
 
 /// Heartbeats that may fail in a row on the ticks before the agent takes the control plane for

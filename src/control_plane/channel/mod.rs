@@ -34,6 +34,7 @@ mod uplink;
 use super::registrations::{Numbered, Registrations};
 use crate::backoff::Backoff;
 use crate::config::{Config, ControlPlaneUrl, ProxyChoice};
+use crate::repeated_failure::{Elapsed, RepeatedFailure, Report};
 use dial::{DialError, Dialer};
 use messages::{Deploy, DeploymentStatus, Down, Hello, LogsRequest};
 use session::Ended;
@@ -280,6 +281,9 @@ async fn supervise(
     let mut backoff = Backoff::new(timing.backoff_cap);
     let mut attempt = 0u32;
     let mut said_no_channel = false;
+    // Dials that fail while the control plane is down: told once, then summed up (the
+    // heartbeats already say the control plane is down).
+    let mut failures = RepeatedFailure::default();
     let mut current = registrations.newer_than(0).await;
     loop {
         if let Some(latest) = registrations.latest()
@@ -305,7 +309,10 @@ async fn supervise(
                     info!("The control plane has a node channel now: deployments on");
                     said_no_channel = false;
                 }
-                info!("Node channel open");
+                match failures.succeeded(Instant::now()) {
+                    Some(recovery) => info!("Node channel open after {recovery}"),
+                    None => info!("Node channel open"),
+                }
                 shared.set(ChannelState::Open);
                 let opened = Instant::now();
                 let hello = Hello {
@@ -338,7 +345,15 @@ async fn supervise(
                     ),
                     Ended::Closed(reason) => reason,
                 };
-                current = retry_later(shared, &mut backoff, &mut attempt, current, &why).await;
+                current = retry_later(
+                    shared,
+                    &mut backoff,
+                    &mut attempt,
+                    &mut failures,
+                    current,
+                    &why,
+                )
+                .await;
             }
             Err(DialError::Refused(status)) => {
                 warn!("Node channel refused (HTTP {status}): waiting for the next registration");
@@ -381,7 +396,15 @@ async fn supervise(
             }
             Err(DialError::Failed(reason)) => {
                 let why = format!("cannot open: {reason}");
-                current = retry_later(shared, &mut backoff, &mut attempt, current, &why).await;
+                current = retry_later(
+                    shared,
+                    &mut backoff,
+                    &mut attempt,
+                    &mut failures,
+                    current,
+                    &why,
+                )
+                .await;
             }
         }
     }
@@ -402,12 +425,21 @@ async fn retry_later(
     shared: &Shared,
     backoff: &mut Backoff,
     attempt: &mut u32,
+    failures: &mut RepeatedFailure,
     current: Numbered,
     why: &str,
 ) -> Numbered {
     let delay = backoff.delay(*attempt);
     *attempt = attempt.saturating_add(1);
-    warn!(
+    match failures.failed(Instant::now(), why) {
+        Report::InFull => warn!("Node channel: {why}; trying again with backoff"),
+        Report::StillFailing { attempts, for_ } => warn!(
+            "Node channel: still failing after {attempts} attempts ({}): {why}",
+            Elapsed(for_)
+        ),
+        Report::Repeat => {}
+    }
+    crate::debug!(
         "Node channel: {why}; next try in {:.1}s",
         delay.as_secs_f64()
     );

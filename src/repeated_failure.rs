@@ -1,5 +1,5 @@
-//! What to log about a failure that repeats: registering, or heartbeats, while the control plane
-//! is down. A fleet retrying every second for hours must not bury the log (nor fill a node's
+//! What to log about a failure that repeats: registering, heartbeats or the node channel, while
+//! the control plane is down. A fleet retrying every second for hours must not bury the log (nor fill a node's
 //! journal), yet nothing that matters may be hidden: the first failure is told in full, a
 //! different reason is told in full at once, the same reason is summed up at most once per
 //! `SUMMARY_PERIOD`, and the end of the run of failures gets one line saying how long it lasted.
