@@ -1,6 +1,7 @@
 //! The node operator's say over what deployments may do (`shared/deployments.md`, "The node's own
 //! say"): `DEPLOY_REFUSE`, `DEPLOY_BIND_PREFIXES`, `DEPLOY_REGISTRIES`. Read here, checked before
-//! the agent starts; the deploy executor turns them into the apply's `NodePolicy`.
+//! the agent starts; the apply checks a project against them (`deploy::policy`, where they are
+//! the `NodePolicy`).
 
 use std::path::{Path, PathBuf};
 

@@ -80,18 +80,7 @@ pub async fn apply(
 }
 
 fn failed(deployment_id: &str, generation: u64, message: String) -> DeploymentStatus {
-    status(deployment_id, generation, State::Failed, message)
-}
-
-fn status(deployment_id: &str, generation: u64, state: State, message: String) -> DeploymentStatus {
-    DeploymentStatus {
-        deployment_id: deployment_id.to_string(),
-        generation,
-        status: state,
-        message,
-        progress: None,
-        services: Vec::new(),
-    }
+    DeploymentStatus::new(deployment_id, generation, State::Failed, message)
 }
 
 async fn converge(
@@ -124,7 +113,7 @@ async fn converge(
         },
     )?;
     let starting = |message: String| {
-        status(
+        DeploymentStatus::new(
             request.deployment_id,
             request.generation,
             State::Starting,
@@ -309,7 +298,7 @@ async fn wait_for_dependencies(
                 service.name
             )
         };
-        report(status(
+        report(DeploymentStatus::new(
             request.deployment_id,
             request.generation,
             State::Starting,
@@ -431,7 +420,7 @@ async fn pull(
             current,
             total,
         }),
-        ..status(
+        ..DeploymentStatus::new(
             request.deployment_id,
             request.generation,
             State::Pulling,
@@ -548,14 +537,14 @@ pub async fn remove(
     generation: u64,
     report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> DeploymentStatus {
-    report(status(
+    report(DeploymentStatus::new(
         deployment_id,
         generation,
         State::Removing,
         "stopping and removing containers".to_string(),
     ));
     match take_down(engine, deployment_id).await {
-        Ok(count) => status(
+        Ok(count) => DeploymentStatus::new(
             deployment_id,
             generation,
             State::Removed,

@@ -36,10 +36,9 @@ use super::apply::{ApplyRequest, apply, remove};
 use super::compose::ComposeProject;
 use super::engine_finder::EngineFinder;
 use super::kubernetes;
-use super::node_policy;
 use super::observe::observe_all;
 use super::policy::NodePolicy;
-use super::table::{self, Receipt, Table};
+use super::table::{Receipt, Table};
 use crate::config::Config;
 use crate::control_plane::Registrations;
 use crate::control_plane::channel::messages::{Action, Deploy, DeploymentStatus, LogEnd, State};
@@ -87,7 +86,7 @@ impl Deployments {
         Deployments {
             table: Mutex::default(),
             finder: EngineFinder::new(config.host.clone()),
-            policy: node_policy::from_rules(&config.deploy_rules),
+            policy: config.deploy_rules.clone(),
             restored: Mutex::new(false),
             ready: (Mutex::new(false), Condvar::new()),
             refresh_every: REFRESH_EVERY,
@@ -281,7 +280,7 @@ async fn work(shared: Arc<Deployments>, uplink: Uplink, mut deploy: Deploy) {
 /// come (the newest one when the lane is slower than the apply).
 async fn execute(shared: &Deployments, uplink: &Uplink, deploy: &Deploy) -> DeploymentStatus {
     let failed = |message: String| {
-        table::status(
+        DeploymentStatus::new(
             &deploy.deployment_id,
             deploy.generation,
             State::Failed,

@@ -19,7 +19,6 @@ pub mod spec;
 pub mod deployments;
 mod engine_finder;
 mod kubernetes;
-mod node_policy;
 mod table;
 
 pub use apply::{ApplyRequest, apply, remove};

@@ -6,25 +6,9 @@ use std::path::{Component, Path, PathBuf};
 
 use super::compose::{ComposeProject, MountKind, Service};
 
-/// What this node refuses. The default refuses nothing.
-#[derive(Clone, Debug, Default)]
-pub struct NodePolicy {
-    /// Refuse `privileged: true`. Default: false.
-    pub refuse_privileged: bool,
-    /// Refuse `network_mode: host` (and joining the engine's `host` network). Default: false.
-    pub refuse_host_network: bool,
-    /// Refuse `pid: host`. Default: false.
-    pub refuse_host_pid: bool,
-    /// Refuse host devices: `devices` and `deploy.resources.reservations.devices` (GPUs).
-    /// Default: false.
-    pub refuse_devices: bool,
-    /// Host paths a bind mount may use, each with everything under it; `None` = any host path.
-    /// Default: None.
-    pub bind_prefixes: Option<Vec<PathBuf>>,
-    /// Registries images may come from (`docker.io`, `ghcr.io`, `registry.example.com:5000`);
-    /// `None` = any registry. Default: None.
-    pub registries: Option<Vec<String>>,
-}
+/// What this node refuses: the operator's settings (`DEPLOY_REFUSE`, `DEPLOY_BIND_PREFIXES`,
+/// `DEPLOY_REGISTRIES`), read and checked with the other settings. The default refuses nothing.
+pub use crate::config::DeployRules as NodePolicy;
 
 impl NodePolicy {
     /// `Err` names the rule, the service and the key that breaks it.

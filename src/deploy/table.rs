@@ -52,22 +52,6 @@ pub struct Table {
     changes: u64,
 }
 
-pub fn status(
-    deployment_id: &str,
-    generation: u64,
-    state: State,
-    message: String,
-) -> DeploymentStatus {
-    DeploymentStatus {
-        deployment_id: deployment_id.to_string(),
-        generation,
-        status: state,
-        message,
-        progress: None,
-        services: Vec::new(),
-    }
-}
-
 impl Table {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -85,7 +69,7 @@ impl Table {
     pub fn receive(&mut self, deploy: Deploy) -> Receipt {
         self.changes += 1;
         let changes = self.changes;
-        let pending = status(
+        let pending = DeploymentStatus::new(
             &deploy.deployment_id,
             deploy.generation,
             State::Pending,
@@ -107,7 +91,7 @@ impl Table {
             return Receipt::Run(deploy, pending);
         }
         if self.entries.len() >= MAX_DEPLOYMENTS {
-            return Receipt::Refused(status(
+            return Receipt::Refused(DeploymentStatus::new(
                 &deploy.deployment_id,
                 deploy.generation,
                 State::Failed,
@@ -228,7 +212,7 @@ impl Table {
                 {
                     continue;
                 }
-                None => status(
+                None => DeploymentStatus::new(
                     id,
                     entry.newest,
                     State::Failed,
@@ -274,7 +258,7 @@ mod tests {
                 state: state.into(),
                 health: None,
             }],
-            ..status(id, generation, State::Running, "1 service running".into())
+            ..DeploymentStatus::new(id, generation, State::Running, "1 service running".into())
         }
     }
 
@@ -335,7 +319,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        table.finish(&status("0", 1, State::Removed, "removed".into()));
+        table.finish(&DeploymentStatus::new(
+            "0",
+            1,
+            State::Removed,
+            "removed".into(),
+        ));
         assert!(matches!(
             table.receive(deploy("one-more", 1)),
             Receipt::Run(..)
@@ -346,9 +335,19 @@ mod tests {
     fn intermediate_statuses_of_an_overtaken_generation_are_not_sent() {
         let mut table = Table::default();
         table.receive(deploy("d", 1));
-        assert!(table.progress(&status("d", 1, State::Pulling, String::new())));
+        assert!(table.progress(&DeploymentStatus::new(
+            "d",
+            1,
+            State::Pulling,
+            String::new()
+        )));
         table.receive(deploy("d", 2));
-        assert!(!table.progress(&status("d", 1, State::Starting, String::new())));
+        assert!(!table.progress(&DeploymentStatus::new(
+            "d",
+            1,
+            State::Starting,
+            String::new()
+        )));
         assert_eq!(table.statuses()[0].generation, 2);
     }
 
@@ -358,7 +357,7 @@ mod tests {
         table.receive(deploy("d", 1));
         table.finish(&running("d", 1, "running"));
         table.receive(deploy("bad", 1));
-        table.finish(&status(
+        table.finish(&DeploymentStatus::new(
             "bad",
             1,
             State::Failed,

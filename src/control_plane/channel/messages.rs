@@ -392,6 +392,20 @@ pub struct DeploymentStatus {
     pub services: Vec<ServiceState>,
 }
 
+impl DeploymentStatus {
+    /// A status with a message and nothing more (no progress, no services yet).
+    pub fn new(deployment_id: &str, generation: u64, state: State, message: String) -> Self {
+        DeploymentStatus {
+            deployment_id: deployment_id.to_string(),
+            generation,
+            status: state,
+            message,
+            progress: None,
+            services: Vec::new(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     #[serde(rename = "pending")]
