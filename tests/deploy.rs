@@ -491,6 +491,120 @@ fn a_restarted_agent_reports_what_runs_and_a_dropped_channel_loses_nothing() {
     assert_secret_never_shown(&cp, &mut agent);
 }
 
+/// The names the agent's newest heartbeat lists as running containers.
+fn heartbeat_containers(cp: &ControlPlane) -> Vec<String> {
+    support::heartbeats(&cp.requests())
+        .last()
+        .and_then(|r| r.json())
+        .and_then(|body| body["running_containers"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| name.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits for a heartbeat after now whose container list `holds` says yes to.
+#[track_caller]
+fn wait_heartbeat_containers(
+    cp: &ControlPlane,
+    agent: &mut Agent,
+    what: &str,
+    holds: impl Fn(&[String]) -> bool,
+) {
+    let seen = support::heartbeats(&cp.requests()).len();
+    let found = cp.wait_until(Duration::from_secs(30), |requests| {
+        let beats = support::heartbeats(requests);
+        beats.len() > seen
+            && beats[seen..].iter().any(|r| {
+                let names: Vec<String> = r.json().unwrap()["running_containers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect();
+                holds(&names)
+            })
+    });
+    assert!(
+        found,
+        "no heartbeat {what} within 30 s; the last listed {:?}; the agent said:\n{}",
+        heartbeat_containers(cp),
+        agent.output()
+    );
+}
+
+#[test]
+fn the_engine_service_restarted_the_containers_run_on_and_the_agent_reports_them() {
+    let mut engine = Engine::start("deploy-enginerst");
+    let cp = ControlPlane::start();
+    let docker_host = engine.docker_host();
+    let (mut agent, node) = start_agent(
+        &cp,
+        "deploy-engine-restart",
+        &[("DOCKER_HOST", &docker_host), ("HEARTBEAT_INTERVAL", "0.5")],
+    );
+    let port = support::free_port();
+    let id = "engine-restart";
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "1s")));
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    let first = engine.containers(id);
+    assert_eq!(first.len(), 3, "{first:?}");
+    let all_listed = |names: &[String]| first.keys().all(|name| names.contains(name));
+    wait_heartbeat_containers(&cp, &mut agent, "listing the deployment", all_listed);
+
+    // The engine's service stops: its socket answers nothing, the containers run on (conmon
+    // keeps them, as dockerd's live-restore or containerd-shim does), and the heartbeats say
+    // the engine lists nothing.
+    engine.podman.stop_service();
+    assert!(
+        std::os::unix::net::UnixStream::connect(&engine.socket).is_err(),
+        "the engine's socket still answers after its service stopped"
+    );
+    assert_eq!(
+        engine.running(id),
+        3,
+        "the containers died with the service"
+    );
+    wait_heartbeat_containers(
+        &cp,
+        &mut agent,
+        "without the deployment's containers",
+        |names| !first.keys().any(|name| names.contains(name)),
+    );
+
+    // Started again on the same socket: the agent lists them again, reports the deployment
+    // running, and the same file again has nothing to do.
+    let socket = engine
+        .podman
+        .start_service()
+        .unwrap_or_else(|reason| no_podman(&reason));
+    assert_eq!(socket, engine.socket);
+    wait_heartbeat_containers(&cp, &mut agent, "listing the deployment again", all_listed);
+    assert_eq!(cp.deployment(id).unwrap()["status"], "running");
+    let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "1s")));
+    let running = wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    assert_eq!(
+        running["services"].as_array().unwrap().len(),
+        3,
+        "{running}"
+    );
+    assert_eq!(
+        engine.containers(id),
+        first,
+        "the apply after the engine's restart recreated containers"
+    );
+    let output = agent.output();
+    assert!(
+        !output.contains("panicked"),
+        "the agent panicked:\n{output}"
+    );
+    assert!(
+        agent.wait_exit(Duration::ZERO).is_none(),
+        "the agent exited"
+    );
+}
+
 /// The agent's peak resident memory, in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

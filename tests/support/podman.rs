@@ -109,6 +109,27 @@ impl Podman {
         Ok(socket)
     }
 
+    /// Ends the `podman system service` (SIGTERM, as systemd stops it) and waits for it to exit;
+    /// the containers it started run on under their conmon. `start_service` starts it again on
+    /// the same socket.
+    pub fn stop_service(&mut self) {
+        let Some(mut service) = self.service.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &service.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while service.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = service.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = service.wait();
+    }
+
     /// Builds `tag`, a `FROM scratch` image holding Debian's static busybox as `/busybox`.
     pub fn build_busybox_image(&self, tag: &str) -> Result<(), String> {
         let context = self.dir.join("busybox-context");
