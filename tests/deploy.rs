@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::engine_proxy::{EngineProxy, Fault};
 use support::podman::{Podman, text};
 use support::{Agent, ControlPlane, WAIT, count_heartbeats, registrations};
 
@@ -603,6 +604,216 @@ fn the_engine_service_restarted_the_containers_run_on_and_the_agent_reports_them
         agent.wait_exit(Duration::ZERO).is_none(),
         "the agent exited"
     );
+}
+
+/// Asks the agent something it does not know (a message `type` of its own) and waits at most
+/// 5 s for its `error` answer: the channel is served, not hung.
+#[track_caller]
+fn assert_channel_answers(cp: &ControlPlane, agent: &mut Agent, node: &str, probe: &str) {
+    let asked = Instant::now();
+    assert!(cp.send_to_node(node, &json!({"type": probe})), "no channel");
+    let answered = cp.wait_until_channel(Duration::from_secs(5), |messages| {
+        messages
+            .iter()
+            .any(|m| m.kind() == Some("error") && m.json["about"] == probe)
+    });
+    assert!(
+        answered,
+        "the channel did not answer {probe} within 5 s; the agent said:\n{}",
+        agent.output()
+    );
+    eprintln!("{probe}: answered in {:?}", asked.elapsed());
+}
+
+/// The agent runs on and never panicked.
+#[track_caller]
+fn assert_alive(agent: &mut Agent) {
+    assert!(
+        agent.wait_exit(Duration::ZERO).is_none(),
+        "the agent exited:\n{}",
+        agent.output()
+    );
+    let output = agent.output();
+    assert!(!output.contains("panicked"), "{output}");
+}
+
+/// The longest time between two heartbeats that arrived from `from` to `to`, with the last one
+/// before and the first one after; and how many arrived in between.
+fn longest_heartbeat_gap(cp: &ControlPlane, from: Instant, to: Instant) -> (Duration, usize) {
+    let requests = cp.requests();
+    let beats: Vec<Instant> = support::heartbeats(&requests)
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.at)
+        .collect();
+    let first = beats.iter().rposition(|at| *at <= from).unwrap_or(0);
+    let last = beats
+        .iter()
+        .position(|at| *at >= to)
+        .unwrap_or(beats.len() - 1);
+    let window = &beats[first..=last];
+    let longest = window
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or(Duration::MAX);
+    (longest, window.len())
+}
+
+/// An engine behind a proxy that breaks the requests a test names, and the agent using it.
+fn behind_proxy(
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Engine, EngineProxy, ControlPlane, Agent, String) {
+    let engine = Engine::start(name);
+    let proxy = EngineProxy::start(engine.podman.dir.join("proxy.sock"), engine.socket.clone());
+    let cp = ControlPlane::start();
+    let docker_host = proxy.docker_host();
+    let mut all = vec![("DOCKER_HOST", docker_host.as_str())];
+    all.extend_from_slice(env);
+    let (agent, node) = start_agent(&cp, name, &all);
+    (engine, proxy, cp, agent, node)
+}
+
+#[test]
+fn heartbeats_keep_their_ticks_while_a_pull_stalls_30_s() {
+    let (engine, proxy, cp, mut agent, node) =
+        behind_proxy("deploy-pullstall", &[("HEARTBEAT_INTERVAL", "1")]);
+    // The image is not on the engine: the apply pulls it, and the engine holds the pull 30 s
+    // with no byte of progress, then drops it.
+    proxy.break_on("/images/create", 0, Fault::Stall(Duration::from_secs(30)));
+    let id = "pull-stall";
+    let generation = deploy(
+        &cp,
+        &node,
+        apply_body(id, "services:\n  app:\n    image: miaas/stalled:1\n"),
+    );
+    let (stalled, request) = proxy.wait_hit(WAIT).expect("no pull reached the engine");
+    assert!(request.contains("fromImage="), "{request}");
+    wait_status(&cp, &mut agent, id, generation, "pulling", WAIT);
+    // While the pull hangs the channel is served.
+    assert_channel_answers(&cp, &mut agent, &node, "probe-during-pull");
+    let failed = wait_status(
+        &cp,
+        &mut agent,
+        id,
+        generation,
+        "failed",
+        Duration::from_secs(60),
+    );
+    let ended = Instant::now();
+    assert!(
+        ended - stalled >= Duration::from_secs(29),
+        "the pull ended {:?} after it stalled: the stall was not covered",
+        ended - stalled
+    );
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("miaas/stalled:1"), "{message}");
+    // At 1 s, no heartbeat came more than 2 s after the one before while the pull hung.
+    let (longest, beats) = longest_heartbeat_gap(&cp, stalled, ended);
+    assert!(
+        longest <= Duration::from_secs(2) && beats >= 28,
+        "while the pull stalled: {beats} heartbeats, the longest gap {longest:?}"
+    );
+    assert_channel_answers(&cp, &mut agent, &node, "probe-after-pull");
+    assert_alive(&mut agent);
+    eprintln!(
+        "figures: 30 s stalled pull: {beats} heartbeats at 1 s, longest gap {:.3}s; failed after {:.1}s",
+        longest.as_secs_f64(),
+        (ended - stalled).as_secs_f64()
+    );
+    drop(engine);
+}
+
+#[test]
+fn the_engine_vanishing_or_answering_garbage_mid_apply_fails_and_the_next_apply_converges() {
+    let (engine, proxy, cp, mut agent, node) = behind_proxy("deploy-faults", &[]);
+    let port = support::free_port();
+    let id = "faults-e2e";
+    let cases = [
+        // The second container's create reaches the engine, its answer does not, and the
+        // socket is gone: the next apply finds a container it did not hear of.
+        ("vanish", "/containers/create", 1, Fault::Vanish, "one"),
+        // web is recreated; the engine starts it and answers garbage.
+        ("garbage", "/start", 0, Fault::Garbage, "two"),
+        // The apply's own list of the deployment's containers answers garbage.
+        (
+            "garbage-list",
+            "deployment%3Dfaults-e2e",
+            0,
+            Fault::Garbage,
+            "three",
+        ),
+    ];
+    for (case, needle, skip, fault, mode) in cases {
+        proxy.break_on(needle, skip, fault);
+        let file = project(port, mode, "1s");
+        let generation = deploy(&cp, &node, apply_body(id, &file));
+        proxy
+            .wait_hit(APPLY_WAIT)
+            .unwrap_or_else(|| panic!("{case}: no {needle} request reached the engine"));
+        let failed = wait_status(&cp, &mut agent, id, generation, "failed", APPLY_WAIT);
+        eprintln!("{case}: {}", failed["message"]);
+        assert_channel_answers(&cp, &mut agent, &node, &format!("probe-{case}"));
+        assert_alive(&mut agent);
+
+        proxy.come_back();
+        let generation = deploy(&cp, &node, apply_body(id, &file));
+        let running = wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+        assert_eq!(
+            running["services"].as_array().unwrap().len(),
+            3,
+            "{case}: {running}"
+        );
+        let containers = engine.containers(id);
+        assert_eq!(containers.len(), 3, "{case}: {containers:?}");
+        assert_eq!(engine.running(id), 3, "{case}");
+    }
+    assert_alive(&mut agent);
+}
+
+#[test]
+fn an_engine_call_that_stalls_times_out_failed_and_the_next_apply_converges() {
+    let (engine, proxy, cp, mut agent, node) =
+        behind_proxy("deploy-callstall", &[("HEARTBEAT_INTERVAL", "1")]);
+    let port = support::free_port();
+    let id = "call-stall";
+    // Longer than the engine client's 60 s per call: the agent gives up first.
+    proxy.break_on(
+        "/containers/create",
+        0,
+        Fault::Stall(Duration::from_secs(90)),
+    );
+    let file = project(port, "one", "1s");
+    let generation = deploy(&cp, &node, apply_body(id, &file));
+    let (stalled, _) = proxy
+        .wait_hit(APPLY_WAIT)
+        .expect("no create reached the engine");
+    assert_channel_answers(&cp, &mut agent, &node, "probe-during-stall");
+    let failed = wait_status(
+        &cp,
+        &mut agent,
+        id,
+        generation,
+        "failed",
+        Duration::from_secs(80),
+    );
+    let ended = Instant::now();
+    eprintln!(
+        "stalled create: {} after {:?}",
+        failed["message"],
+        ended - stalled
+    );
+    let (longest, beats) = longest_heartbeat_gap(&cp, stalled, ended);
+    assert!(
+        longest <= Duration::from_secs(2),
+        "while the engine stalled: {beats} heartbeats, the longest gap {longest:?}"
+    );
+    assert_alive(&mut agent);
+    proxy.come_back();
+    let generation = deploy(&cp, &node, apply_body(id, &file));
+    wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
+    assert_eq!(engine.running(id), 3);
 }
 
 /// The agent's peak resident memory, in KiB.

@@ -3,6 +3,7 @@
 
 pub mod connect_proxy;
 pub mod dockerd;
+pub mod engine_proxy;
 pub mod pki;
 pub mod podman;
 
