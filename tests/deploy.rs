@@ -888,6 +888,99 @@ fn a_flood_of_deploys_collapses_to_the_newest_in_bounded_memory() {
 }
 
 #[test]
+fn a_deploy_body_over_1_mib_is_refused_in_bounded_memory() {
+    let cp = ControlPlane::start();
+    let dir = std::env::temp_dir().join(format!("miaas-deploy-big-{}", std::process::id()));
+    let missing = format!("unix://{}/engine.sock", dir.display());
+    let (mut agent, node) = start_agent(
+        &cp,
+        "deploy-big",
+        &[("DOCKER_HOST", &missing), ("LOG_LEVEL", "info")],
+    );
+    // A file of exactly `size` bytes: a padding key, then one service.
+    let file = |size: usize| {
+        let service = "\nservices:\n  a:\n    image: redis:7\n";
+        let padding = size - service.len() - "x-padding: \"\"".len();
+        let text = format!("x-padding: \"{}\"{service}", "p".repeat(padding));
+        assert_eq!(text.len(), size);
+        text
+    };
+    let message = |id: &str, generation: u64, size: usize| {
+        let mut body = apply_body(id, &file(size));
+        body["type"] = json!("deploy");
+        body["generation"] = json!(generation);
+        body
+    };
+    let refusals = |messages: &[control_plane::ChannelMessage]| {
+        messages
+            .iter()
+            .filter(|m| {
+                m.kind() == Some("error")
+                    && m.json["about"] == "deploy"
+                    && m.json["message"] == "rendered_compose: larger than 1 MiB"
+            })
+            .count()
+    };
+    let before = vm_hwm_kib(agent.pid());
+
+    // One byte over 1 MiB (the frame 1.5 MiB, under the channel's 2 MiB): refused, said on
+    // the channel and in the log; no status, nothing run.
+    assert!(cp.send_to_node(&node, &message("big", 1, (1 << 20) + 1)));
+    assert!(
+        cp.wait_until_channel(WAIT, |messages| refusals(messages) == 1),
+        "no refusal; the agent said:\n{}",
+        agent.output()
+    );
+    agent.expect_line(
+        "WARN  Node channel: refused a deploy message: rendered_compose: larger than 1 MiB",
+        WAIT,
+    );
+    // 1.5 MiB each: the first sets the peak, twenty more do not raise it.
+    assert!(cp.send_to_node(&node, &message("big", 2, 3 << 19)));
+    assert!(
+        cp.wait_until_channel(WAIT, |messages| refusals(messages) == 2),
+        "no second refusal; the agent said:\n{}",
+        agent.output()
+    );
+    let once = vm_hwm_kib(agent.pid());
+    for generation in 3..=22 {
+        assert!(cp.send_to_node(&node, &message("big", generation, 3 << 19)));
+    }
+    assert!(
+        cp.wait_until_channel(APPLY_WAIT, |messages| refusals(messages) == 22),
+        "not 22 refusals; the agent said:\n{}",
+        agent.output()
+    );
+    let after = vm_hwm_kib(agent.pid());
+    assert!(
+        !cp.channel_messages()
+            .iter()
+            .any(|m| m.kind() == Some("status") && m.json["deployment_id"] == "big"),
+        "a refused deploy got a status"
+    );
+    assert!(
+        once - before < 8 * 1024 && after - once < 512,
+        "VmHWM {before} KiB, after a 1.5 MiB refusal {once} KiB, after 20 more {after} KiB"
+    );
+
+    // Exactly 1 MiB is taken (and fails here for want of an engine), on the same channel.
+    assert!(cp.send_to_node(&node, &message("at-limit", 1, 1 << 20)));
+    let failed = wait_status(&cp, &mut agent, "at-limit", 1, "failed", WAIT);
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no container engine socket found at "),
+        "{failed}"
+    );
+    assert_alive(&mut agent);
+    assert_eq!(cp.channel_connections(&node), 1, "the channel was dropped");
+    eprintln!(
+        "figures: deploy bodies over 1 MiB: VmHWM {before} KiB before, {once} KiB after one of 1.5 MiB, {after} KiB after 20 more"
+    );
+}
+
+#[test]
 fn what_the_agent_cannot_do_is_said_on_the_channel() {
     let cp = ControlPlane::start();
     let dir = std::env::temp_dir().join(format!("miaas-deploy-noengine-{}", std::process::id()));
