@@ -6,7 +6,9 @@
 #
 # The budgets are for the plain-HTTP build (--no-default-features), which is what runs here;
 # the default build's size is printed beside it. Needs valgrind (installed when missing) and,
-# for the image size, podman.
+# for the image size, podman. The deployment figures (examples/bench-deploy.rs) run the default
+# build over https:// with its channel open, and on Debian's dockerd beside Debian's
+# docker-compose 1.29 (both installed when missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +21,17 @@ if ! command -v valgrind >/dev/null; then
   { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null 2>&1 ||
     { echo "bench: please install valgrind" >&2; exit 1; }
 fi
+if ! command -v docker-compose >/dev/null || ! command -v dockerd >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq docker.io docker-compose busybox-static; } >/dev/null 2>&1 ||
+    echo "bench: docker.io and docker-compose could not be installed: no deployment figures on dockerd" >&2
+fi
 
 # The plain-HTTP build first, kept aside; then the default build, into dist/.
 echo "bench: building" >&2
 cargo build --quiet --release --locked --target "$target" --no-default-features
 cp "$target_dir/$target/release/miaas-agent" "$work/miaas-agent-plain"
 bash scripts/build.sh "$target" 2>/dev/null
-cargo build --quiet --release --locked --target "$target" --example bench --example bare-client
+cargo build --quiet --release --locked --target "$target" --example bench --example bare-client --example bench-deploy
 # ureq alone, with the plain agent's crate features (no TLS), for the agent's overhead over it.
 cargo build --quiet --release --locked --target "$target" --no-default-features --example bare-ureq
 
@@ -54,3 +60,4 @@ fi
 
 examples=$target_dir/$target/release/examples
 "$examples/bench" "$work/miaas-agent-plain" "$examples/bare-client" "$examples/bare-ureq"
+"$examples/bench-deploy" "dist/$target/miaas-agent" 2> >(grep -v '^control-plane |' >&2)
