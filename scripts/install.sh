@@ -59,8 +59,35 @@ CONTROL_PLANE_URL=${CONTROL_PLANE_URL:-http://localhost:8080}
 #LOG_LEVEL=info
 #LOG_FORMAT=text
 #DISK_PATH=/
+#DEPLOYMENTS=on
 EOF
   chmod 0644 "$env_file"
+fi
+
+# Deployments (README, "Deployments") use the container engine's socket: the unit adds the
+# socket's group (root:docker, or podman's root:root, 0660) to the agent's dynamic user. What
+# this grants: whoever can use the socket is root on this host, so a control plane that can
+# deploy to it can start privileged containers and mount any host path here. ENGINE_GROUP=NAME
+# names the group; ENGINE_GROUP= (empty) installs an agent that cannot reach the engine (set
+# DEPLOYMENTS=off in the env file then). By default: the group of the first engine socket found.
+if [ -n "${ENGINE_GROUP+set}" ]; then
+  engine_group=$ENGINE_GROUP
+else
+  engine_group=
+  for socket in /var/run/docker.sock /run/docker.sock /run/podman/podman.sock; do
+    if [ -S "$socket" ]; then
+      engine_group=$(stat -c %G "$socket")
+      break
+    fi
+  done
+fi
+if [ -n "$engine_group" ]; then
+  engine_access="# The engine's socket, for deployments: whoever can use it is root on this host.
+SupplementaryGroups=$engine_group"
+else
+  engine_access="# No engine socket found at install time: deployments cannot reach an engine.
+#SupplementaryGroups=docker"
+  echo "install: no container engine socket found: the agent cannot deploy (ENGINE_GROUP=NAME names the socket's group)" >&2
 fi
 
 install -d "$(dirname "$unit")"
@@ -86,8 +113,10 @@ RestartMaxDelaySec=60s
 KillSignal=SIGTERM
 TimeoutStopSec=5s
 
-# It reads /proc, /sys and statvfs(/), and talks HTTP: nothing else is allowed.
+# It reads /proc, /sys and statvfs(/), talks HTTP and to the engine's socket (a socket can be
+# connected to on the read-only file system): nothing else is allowed.
 DynamicUser=yes
+@ENGINE_ACCESS@
 NoNewPrivileges=yes
 CapabilityBoundingSet=
 AmbientCapabilities=
@@ -118,6 +147,9 @@ TasksMax=16
 [Install]
 WantedBy=multi-user.target
 EOF
+# The engine's group, where the unit says.
+unit_text=$(cat "$unit")
+printf '%s\n' "${unit_text/@ENGINE_ACCESS@/$engine_access}" >"$unit"
 chmod 0644 "$unit"
 
 systemctl_ daemon-reload

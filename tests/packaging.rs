@@ -139,9 +139,8 @@ fn daemonset_sets_only_known_variables_and_is_locked_down() {
         .unwrap();
     assert!(ca_volume["secret"]["secretName"].is_string());
 
-    // Non-root, read-only, no capabilities, no escalation, bounded.
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["runAsUser"], 65534);
+    // Read-only, no capabilities, no escalation, bounded (root for the engine's socket: see
+    // `every_shipped_form_can_reach_the_engine_socket_and_says_what_that_grants`).
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
@@ -322,4 +321,152 @@ fn image_label_and_daemonset_tag_carry_the_crate_version() {
         .as_str()
         .unwrap();
     assert_eq!(image, format!("miaas-agent:{version}"));
+}
+
+/// Where the agent looks for the engine's socket (`--help`'s DOCKER_HOST default).
+const ENGINE_SOCKETS: [&str; 3] = [
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman/podman.sock",
+];
+
+/// What a form must say beside its grant of the engine's socket.
+#[track_caller]
+fn assert_documents_the_grant(source: &str, text: &str) {
+    // Comments as one line of words: a sentence may wrap.
+    let text = text
+        .split_whitespace()
+        .filter(|word| *word != "#")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        text.contains("whoever can use the socket is root on")
+            || text.contains("whoever can use it is root on"),
+        "{source} gives the engine's socket without saying that it makes a deploying control \
+         plane root on the node"
+    );
+    assert!(
+        text.contains("DEPLOYMENTS=off"),
+        "{source} does not say how to keep the agent report-only (DEPLOYMENTS=off)"
+    );
+}
+
+/// Every form deployments can run in reaches the engine's socket: mounted where the agent
+/// looks, usable by the agent's user (its owner, root, without capabilities, or its group),
+/// with what that grants written beside it.
+#[test]
+fn every_shipped_form_can_reach_the_engine_socket_and_says_what_that_grants() {
+    assert!(
+        known_variables().contains("DEPLOYMENTS"),
+        "--help lists no DEPLOYMENTS"
+    );
+
+    // compose.yaml: the socket mounted at a path the agent looks at, used as root.
+    let text = std::fs::read_to_string(repo("compose.yaml")).unwrap();
+    let agent = &yaml_documents("compose.yaml")[0]["services"]["agent"];
+    let volumes = string_list(&agent["volumes"]);
+    assert!(
+        volumes.iter().any(|v| {
+            // SOURCE:TARGET[:ro], the source perhaps `${VAR:-default}`.
+            let target = v.trim_end_matches(":ro").rsplit(':').next().unwrap_or("");
+            ENGINE_SOCKETS.contains(&target)
+        }),
+        "compose.yaml mounts no engine socket where the agent looks: {volumes:?}"
+    );
+    let user = agent["user"].as_str().unwrap_or("");
+    assert!(
+        user == "0" || user.starts_with("0:") || !agent["group_add"].is_null(),
+        "compose.yaml runs the agent as {user:?}, which cannot use a root-owned 0660 socket"
+    );
+    assert_eq!(string_list(&agent["cap_drop"]), ["ALL"]);
+    assert_documents_the_grant("compose.yaml", &text);
+
+    // The DaemonSet: the host's root (where the agent looks under HOST_ROOT) mounted, used as
+    // root without capabilities.
+    let text = std::fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let documents = yaml_documents("deploy/kubernetes/daemonset.yaml");
+    let daemon_set = documents.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let pod = &daemon_set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    let host_root = env
+        .iter()
+        .find(|e| e["name"] == "HOST_ROOT")
+        .and_then(|e| e["value"].as_str())
+        .expect("HOST_ROOT");
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == host_root)
+        .expect("HOST_ROOT mounted");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["hostPath"]["path"], "/",
+        "the host root holds the sockets"
+    );
+    assert_eq!(
+        mount["mountPropagation"], "HostToContainer",
+        "a socket made after the pod started (an engine restarted) would not be seen"
+    );
+    let security = &pod["securityContext"];
+    assert!(
+        security["runAsUser"] == 0 || !security["supplementalGroups"].is_null(),
+        "the DaemonSet runs as {:?}, which cannot use a root-owned 0660 socket",
+        security["runAsUser"]
+    );
+    assert_eq!(
+        string_list(&container["securityContext"]["capabilities"]["drop"]),
+        ["ALL"]
+    );
+    assert_documents_the_grant("daemonset.yaml", &text);
+
+    // The systemd unit: the socket's group for the dynamic user, and unix sockets allowed.
+    let destdir =
+        DestDir(std::env::temp_dir().join(format!("miaas-install-engine-{}", std::process::id())));
+    let binary = support::binary();
+    install(
+        &destdir.0,
+        &[binary.to_str().unwrap()],
+        &[("ENGINE_GROUP", "docker")],
+    );
+    let unit =
+        std::fs::read_to_string(destdir.0.join("etc/systemd/system/miaas-agent.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "SupplementaryGroups=docker"),
+        "the unit does not give the agent the engine socket's group:\n{unit}"
+    );
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_UNIX")),
+        "the unit forbids unix sockets:\n{unit}"
+    );
+    let script = std::fs::read_to_string(repo("scripts/install.sh")).unwrap();
+    assert_documents_the_grant("scripts/install.sh", &script);
+    assert!(
+        unit.contains("root on this host"),
+        "the unit does not say what the group grants:\n{unit}"
+    );
+
+    // The image: how to run it with the socket, and what that grants.
+    let text = std::fs::read_to_string(repo("Containerfile")).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with('#')
+            && ENGINE_SOCKETS
+                .iter()
+                .any(|s| l.contains(&format!("{s}:{s}")))
+            && !l.contains("65534")),
+        "the Containerfile does not say how to give the image the engine's socket"
+    );
+    assert!(
+        text.contains("--user 0:0") || text.contains("--group-add"),
+        "the Containerfile's nobody cannot use a root-owned 0660 socket, and it does not say \
+         which user can"
+    );
+    assert_documents_the_grant("Containerfile", &text);
 }
