@@ -77,6 +77,7 @@ fn main() {
     let ca_file = write(&dir, "ca.pem", &ca.pem());
 
     idle(agent, &ca, &ca_file);
+    idle_without_channel(agent, &ca, &ca_file);
     if idle_only {
         return;
     }
@@ -233,6 +234,35 @@ fn idle(agent: &Path, ca: &Ca, ca_file: &str) {
         "peak RSS (VmHWM), channel open over https, nothing deployed",
         format!("{hwm} KiB (VmRSS {rss} KiB)"),
         "≤ 3072 KiB",
+    );
+}
+
+/// The same build and settings with `DEPLOYMENTS=off`: no channel, the heartbeat's TLS alone.
+fn idle_without_channel(agent: &Path, ca: &Ca, ca_file: &str) {
+    let cp = ControlPlane::start_tls(&ca.server(&["127.0.0.1"]));
+    let child = Command::new(agent)
+        .env_clear()
+        .env("CONTROL_PLANE_URL", cp.url())
+        .env("CA_CERT", ca_file)
+        .env("HEARTBEAT_INTERVAL", "0.5")
+        .env("NODE_NAME", "bench-deploy-off")
+        .env("LOG_LEVEL", "warn")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("DEPLOYMENTS", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the agent starts");
+    assert!(cp.wait_until(WAIT, |_| heartbeats(&cp) >= 6));
+    let hwm = status_kib(child.id(), "VmHWM:");
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    stop(child);
+    row(
+        "peak RSS (VmHWM), the same build over https with DEPLOYMENTS=off (no channel)",
+        format!("{hwm} KiB; {threads} thread(s)"),
+        "(what the channel adds: the row above minus this)",
     );
 }
 
