@@ -217,6 +217,7 @@ fn idle(agent: &Path, ca: &Ca, ca_file: &str) {
     }
     let hwm = status_kib(pid, "VmHWM:");
     let rss = status_kib(pid, "VmRSS:");
+    let (anon, file) = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
     stop(child);
     row(
         &format!(
@@ -232,7 +233,7 @@ fn idle(agent: &Path, ca: &Ca, ca_file: &str) {
     );
     row(
         "peak RSS (VmHWM), channel open over https, nothing deployed",
-        format!("{hwm} KiB (VmRSS {rss} KiB)"),
+        format!("{hwm} KiB (VmRSS {rss} KiB: {anon} KiB anonymous, {file} KiB the binary's pages)"),
         "≤ 3072 KiB",
     );
 }
@@ -255,13 +256,19 @@ fn idle_without_channel(agent: &Path, ca: &Ca, ca_file: &str) {
         .expect("the agent starts");
     assert!(cp.wait_until(WAIT, |_| heartbeats(&cp) >= 6));
     let hwm = status_kib(child.id(), "VmHWM:");
+    let (anon, file) = (
+        status_kib(child.id(), "RssAnon:"),
+        status_kib(child.id(), "RssFile:"),
+    );
     let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
         .unwrap()
         .count();
     stop(child);
     row(
         "peak RSS (VmHWM), the same build over https with DEPLOYMENTS=off (no channel)",
-        format!("{hwm} KiB; {threads} thread(s)"),
+        format!(
+            "{hwm} KiB ({anon} KiB anonymous, {file} KiB the binary's pages); {threads} thread(s)"
+        ),
         "(what the channel adds: the row above minus this)",
     );
 }
