@@ -35,18 +35,30 @@ pub fn run(config: &Config, registrations: &Registrations) -> ! {
     let mut heartbeat_failures = RepeatedFailure::default();
     // 403s that came before any heartbeat was accepted, in a row: a fresh node ID refused.
     let mut forbidden_when_fresh = 0u32;
+    // Capabilities a re-detection found changed: the next registration sends them.
+    let mut detected = None;
     loop {
-        let registration = register(config, &client, &mut backoff, &mut sampler);
+        let (registration, capabilities) =
+            register(config, &client, &mut backoff, &mut sampler, detected.take());
         registrations.published(&registration);
-        let (status, accepted) = heartbeat_until_rejected(
+        let end = heartbeat_until_rejected(
             config,
             &client,
             &registration,
+            &capabilities,
             &mut sampler,
             &mut backoff,
             &mut heartbeat_failures,
             registrations,
         );
+        let (status, accepted) = match end {
+            HeartbeatsEnded::Rejected { status, accepted } => (status, accepted),
+            HeartbeatsEnded::CapabilitiesChanged(changed) => {
+                detected = Some(changed);
+                forbidden_when_fresh = 0;
+                continue;
+            }
+        };
         forbidden_when_fresh = if status == 403 && accepted == 0 {
             forbidden_when_fresh + 1
         } else {
@@ -62,18 +74,27 @@ pub fn run(config: &Config, registrations: &Registrations) -> ! {
     }
 }
 
-/// Registers, retrying with backoff until the control plane accepts.
+/// Registers, retrying with backoff until the control plane accepts. Sends `detected` when
+/// given (a re-detection's), else detects the capabilities first. Returns what it registered.
 fn register(
     config: &Config,
     client: &ControlPlane,
     backoff: &mut Backoff,
     sampler: &mut Sampler,
-) -> Registration {
+    detected: Option<Capabilities>,
+) -> (Registration, Capabilities) {
     let mut failures = RepeatedFailure::default();
     let mut attempt = 0;
     let capabilities = loop {
+        if let Some(capabilities) = detected {
+            break capabilities;
+        }
         let began = Instant::now();
-        match node::detect(&config.host, config.deployments.enabled()) {
+        match node::detect(
+            &config.host,
+            config.deployments.enabled(),
+            &config.node_tags,
+        ) {
             Ok(capabilities) => break capabilities,
             Err(error) => {
                 registration_failed(
@@ -115,7 +136,7 @@ fn register(
                 }
                 info!("Registered successfully. Node ID: {}", registration.node_id);
                 sampler.restart();
-                return registration;
+                return (registration, request.capabilities);
             }
             Err(failure) => {
                 registration_failed(&mut failures, began, &failure.to_string());
@@ -149,8 +170,23 @@ fn node_ip(config: &Config) -> std::io::Result<String> {
     }
 }
 
-/// Sends heartbeats until the control plane rejects the node or its token (401, 403, 404).
-/// Returns that status, and how many heartbeats it accepted before.
+/// Why heartbeats with a registration stopped.
+enum HeartbeatsEnded {
+    /// The control plane rejected the node or its token (401, 403, 404), after accepting
+    /// `accepted` heartbeats.
+    Rejected { status: u16, accepted: u64 },
+    /// A re-detection found the node changed: register these.
+    CapabilitiesChanged(Capabilities),
+}
+
+/// Sends heartbeats until the control plane rejects the node or its token (401, 403, 404), or
+/// the node's capabilities change.
+///
+/// Every `config.redetect_interval`, after a heartbeat the control plane accepted, the
+/// capabilities are detected again; when they differ from `registered` (see
+/// `Capabilities::changes_since`), heartbeats end so that the node registers again. Detecting
+/// costs the work of a registration's detection (a few hundred files, statvfs per disk, the
+/// engine's version), once an interval, never inside the heartbeat's own budget.
 ///
 /// Heartbeats go on fixed ticks. After `FAILURES_BEFORE_BACKING_OFF` in a row without an answer
 /// the next ones go after backoff waits instead, so that a fleet whose control plane is down
@@ -161,11 +197,12 @@ fn heartbeat_until_rejected(
     config: &Config,
     client: &ControlPlane,
     registration: &Registration,
+    registered: &Capabilities,
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     failures: &mut RepeatedFailure,
     registrations: &Registrations,
-) -> (u16, u64) {
+) -> HeartbeatsEnded {
     info!(
         "Starting heartbeat loop (interval: {}s)",
         config.heartbeat_interval.as_secs_f64()
@@ -174,6 +211,7 @@ fn heartbeat_until_rejected(
     let mut ticks = Ticks::new(Instant::now(), config.heartbeat_interval);
     let mut unanswered = 0;
     let mut accepted = 0u64;
+    let mut next_detection = Instant::now() + config.redetect_interval;
     loop {
         let tick = if unanswered < FAILURES_BEFORE_BACKING_OFF {
             let tick = ticks.wait();
@@ -194,10 +232,16 @@ fn heartbeat_until_rejected(
             Ok(()) => {
                 accepted += 1;
                 registrations.heartbeat_accepted();
+                if Instant::now() >= next_detection {
+                    if let Some(changed) = detect_again(config, registered, sampler) {
+                        return HeartbeatsEnded::CapabilitiesChanged(changed);
+                    }
+                    next_detection = Instant::now() + config.redetect_interval;
+                }
             }
             Err(Failure::Rejected { status, detail }) => {
                 warn!("Heartbeat rejected (HTTP {status}: {detail}): registering again");
-                return (status, accepted);
+                return HeartbeatsEnded::Rejected { status, accepted };
             }
             Err(Failure::Invalid { .. }) => {}
             Err(Failure::Unavailable(_)) => {
@@ -220,6 +264,39 @@ fn heartbeat_until_rejected(
             Instant::now().checked_duration_since(tick.deadline + config.heartbeat_interval)
         }) {
             crate::debug!("Heartbeat ended {late:?} past the next deadline");
+        }
+    }
+}
+
+/// Detects the capabilities again; returns them if they changed since `registered`. The
+/// pressure files are looked for again too (a kernel cannot gain them, but a remounted /proc
+/// may).
+fn detect_again(
+    config: &Config,
+    registered: &Capabilities,
+    sampler: &mut Sampler,
+) -> Option<Capabilities> {
+    sampler.look_for_pressure();
+    match node::detect(
+        &config.host,
+        config.deployments.enabled(),
+        &config.node_tags,
+    ) {
+        Ok(now) => {
+            let changes = now.changes_since(registered);
+            if changes.is_empty() {
+                crate::debug!("Capabilities detected again: unchanged");
+                return None;
+            }
+            info!(
+                "Capabilities changed ({}): registering again",
+                changes.join(", ")
+            );
+            Some(now)
+        }
+        Err(error) => {
+            warn!("Cannot detect the node's capabilities again: {error}");
+            None
         }
     }
 }
@@ -321,7 +398,11 @@ pub struct Snapshot {
 
 /// Used by `--once`: one sample over a short window.
 pub fn snapshot(config: &Config) -> std::io::Result<Snapshot> {
-    let capabilities = node::detect(&config.host, config.deployments.enabled())?;
+    let capabilities = node::detect(
+        &config.host,
+        config.deployments.enabled(),
+        &config.node_tags,
+    )?;
     let mut sampler = Sampler::new(config.host.clone());
     sampler.restart();
     std::thread::sleep(Duration::from_millis(200));

@@ -12,6 +12,7 @@ use argh::FromArgs;
 mod control_plane_url;
 mod deploy_rules;
 mod host_paths;
+mod node_tags;
 mod proxy;
 #[cfg(feature = "tls")]
 mod tls_files;
@@ -89,6 +90,12 @@ pub struct Config {
     /// What deployments may not do on this node (`DEPLOY_REFUSE`, `DEPLOY_BIND_PREFIXES`,
     /// `DEPLOY_REGISTRIES`). Default: nothing refused, any host path, any registry.
     pub deploy_rules: DeployRules,
+    /// The operator's tags for the node (`NODE_TAGS`), sent in `capabilities.tags` with those
+    /// the agent adds itself. Default: none.
+    pub node_tags: Vec<String>,
+    /// Time between two detections of the capabilities while heartbeats run: a changed answer
+    /// (an engine installed, a disk mounted) is registered again. Default: 300 s.
+    pub redetect_interval: Duration,
 }
 
 impl Config {
@@ -203,6 +210,14 @@ struct Flags {
     /// comma list of registry hosts deployments may use images from; docker.io is the registry of bare names like postgres:16 [env DEPLOY_REGISTRIES, default any registry]
     #[argh(option)]
     deploy_registries: Option<String>,
+
+    /// comma-separated tags for the node, each letters, digits, '-', '_' or '.' (e.g. infra,ssd) [env NODE_TAGS, default none]
+    #[argh(option)]
+    node_tags: Option<String>,
+
+    /// seconds between detections of the node's capabilities; a change is registered again [env REDETECT_INTERVAL, default 300]
+    #[argh(option)]
+    redetect_interval: Option<String>,
 
     /// print the detected capabilities and one metrics sample as JSON, then exit (no network)
     #[argh(switch)]
@@ -502,6 +517,22 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         }
     }
 
+    let node_tags = match pick(flags.node_tags, "node-tags", "NODE_TAGS", env) {
+        None => Vec::new(),
+        Some(raw) => node_tags::parse(&raw.value).map_err(|reason| invalid(&raw, reason))?,
+    };
+
+    let redetect_interval = match pick(
+        flags.redetect_interval,
+        "redetect-interval",
+        "REDETECT_INTERVAL",
+        env,
+    ) {
+        None => Duration::from_secs(300),
+        Some(raw) => parse_interval(&raw.value)
+            .ok_or_else(|| invalid(&raw, "must be a number of seconds from 0.01 to 86400"))?,
+    };
+
     Ok(Config {
         control_plane_url,
         heartbeat_interval,
@@ -515,6 +546,8 @@ fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         proxy,
         deployments,
         deploy_rules,
+        node_tags,
+        redetect_interval,
     })
 }
 

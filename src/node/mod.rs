@@ -4,8 +4,12 @@
 
 mod cpu;
 mod disk;
+mod disks;
 mod gpus;
+mod interfaces;
+mod kubernetes;
 mod memory;
+mod pressure;
 mod report;
 
 use std::fs::File;
@@ -19,20 +23,32 @@ pub use cpu::{CpuTimes, count_online};
 /// agent itself reaches it through `detect`.
 #[cfg(fuzzing)]
 pub mod fuzzing {
+    pub use super::disks::real_filesystems;
     pub use super::gpus::detect as gpus;
+    pub use super::interfaces::{Addresses, local_ipv4};
+    pub use super::kubernetes::api_server_version;
+    pub use super::pressure::{load_average, some_avg10};
 }
 pub use disk::DiskSpace;
+pub use disks::Disk;
+pub use interfaces::NetworkInterface;
+pub use kubernetes::Kubernetes;
 pub use memory::Memory;
+pub use pressure::Pressure;
 pub use report::{Capabilities, DeploymentSupport, Gpu, HeartbeatPayload, round_tenth};
 
 use crate::config::HostPaths;
 use crate::engine::{self, Engine};
 
-/// Reads what the node has, for registration. CPU count and memory are required by the
-/// control plane, so failing to read them is an error; the disk size is optional and becomes
-/// null. `deployments_enabled`: whether the settings leave deployments on (reported with whether an
-/// engine socket exists).
-pub fn detect(host: &HostPaths, deployments_enabled: bool) -> io::Result<Capabilities> {
+/// Reads what the node has, for registration and re-detection. CPU count and memory are
+/// required by the control plane, so failing to read them is an error; the disk size is
+/// optional and becomes null. `deployments_enabled`: whether the settings leave deployments on
+/// (reported with whether an engine socket exists). `tags`: the operator's (`NODE_TAGS`).
+pub fn detect(
+    host: &HostPaths,
+    deployments_enabled: bool,
+    tags: &[String],
+) -> io::Result<Capabilities> {
     // /proc/stat grows with the CPUs and interrupts; start big enough for most machines.
     let mut buffer = Vec::with_capacity(16 * 1024);
     let stat = read_text(&host.proc.join("stat"), &mut buffer, usize::MAX)?;
@@ -51,18 +67,35 @@ pub fn detect(host: &HostPaths, deployments_enabled: bool) -> io::Result<Capabil
         }
     };
     let socket = engine::find_socket(host);
-    Ok(Capabilities {
+    let mut capabilities = Capabilities {
         os: os_name(),
         cpu_count,
         mem_mb: memory.total_mb(),
         disk_mb,
         gpus: gpus::detect(&host.sys, &host.proc),
         docker: engine::describe(socket.as_deref()),
+        k8s: kubernetes::detect(&host.root, kubernetes::in_pod()),
+        disks: disks::detect(&host.proc, &host.root),
+        network_interfaces: interfaces::detect(&host.sys, &host.proc),
+        tags: tags.to_vec(),
         deployments: DeploymentSupport {
             enabled: deployments_enabled,
             engine: socket.as_deref().is_some_and(|path| path.exists()),
         },
-    })
+    };
+    for tag in detected_tags(&capabilities) {
+        if !capabilities.tags.iter().any(|known| known == tag) {
+            capabilities.tags.push(tag.to_string());
+        }
+    }
+    Ok(capabilities)
+}
+
+/// The tags the agent adds to the operator's from what it found, each once, after theirs.
+// Hook for the GPU work of issue 11: `gpu` goes here when `capabilities.gpus` holds a compute GPU.
+fn detected_tags(capabilities: &Capabilities) -> Vec<&'static str> {
+    let _ = capabilities;
+    Vec::new()
 }
 
 /// In a container with no host paths the figures are the container's own (its /proc shows the
@@ -114,6 +147,10 @@ pub struct Sampler {
     previous: Option<CpuTimes>,
     stat: ProcFile,
     meminfo: ProcFile,
+    /// /proc/pressure/{cpu,memory,io}, each `None` once it could not be read (no PSI), until
+    /// `restart`.
+    pressure: [Option<ProcFile>; 3],
+    loadavg: Option<ProcFile>,
     buffer: Vec<u8>,
     engine: Engine,
 }
@@ -125,6 +162,8 @@ impl Sampler {
             engine: Engine::new(host.clone()),
             stat: ProcFile::new(host.proc.join("stat")),
             meminfo: ProcFile::new(host.proc.join("meminfo")),
+            pressure: [None, None, None],
+            loadavg: None,
             host,
             previous: None,
             buffer: vec![0; MEMINFO_LIMIT],
@@ -136,6 +175,16 @@ impl Sampler {
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
         self.engine.search();
+        self.look_for_pressure();
+    }
+
+    /// Looks for the pressure and load files again (a kernel without PSI has none; they are not
+    /// looked for at each heartbeat).
+    pub fn look_for_pressure(&mut self) {
+        let pressure = self.host.proc.join("pressure");
+        self.pressure =
+            ["cpu", "memory", "io"].map(|name| Some(ProcFile::new(pressure.join(name))));
+        self.loadavg = Some(ProcFile::new(self.host.proc.join("loadavg")));
     }
 
     /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
@@ -171,17 +220,47 @@ impl Sampler {
                 None
             }
         };
+        let [cpu, memory, io] = [0, 1, 2].map(|index| {
+            read_or_forget(
+                &mut self.pressure[index],
+                &mut self.buffer[..PRESSURE_LIMIT],
+            )
+            .and_then(pressure::some_avg10)
+        });
+        let load_avg = read_or_forget(&mut self.loadavg, &mut self.buffer[..PRESSURE_LIMIT])
+            .and_then(pressure::load_average);
         HeartbeatPayload {
             cpu_usage,
             mem_usage,
             disk_free_mb,
             running_containers: self.engine.running_containers(),
+            pressure: Pressure { cpu, memory, io },
+            load_avg,
         }
     }
 
     fn cpu_times(&mut self) -> io::Result<CpuTimes> {
         let text = self.stat.read(&mut self.buffer[..STAT_HEAD])?;
         CpuTimes::parse(text).ok_or_else(|| invalid_data(&self.stat.path, "no cpu line"))
+    }
+}
+
+/// /proc/pressure/* and /proc/loadavg are under 200 bytes.
+const PRESSURE_LIMIT: usize = 512;
+
+/// Reads an optional /proc file; one that cannot be read (absent, or `EOPNOTSUPP` with PSI off)
+/// is forgotten until the next `restart`, so a kernel without it costs nothing per heartbeat.
+fn read_or_forget<'b>(file: &mut Option<ProcFile>, buffer: &'b mut [u8]) -> Option<&'b str> {
+    match file.as_mut()?.read(buffer) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            crate::debug!(
+                "Not reading {} until the next detection: {error}",
+                file.as_ref()?.path.display()
+            );
+            *file = None;
+            None
+        }
     }
 }
 

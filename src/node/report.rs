@@ -6,12 +6,19 @@ use std::borrow::Cow;
 use miniserde::Serialize;
 use miniserde::ser::{Fragment, Map};
 
+use super::disks::Disk;
+use super::interfaces::NetworkInterface;
+use super::kubernetes::Kubernetes;
+use super::pressure::Pressure;
 use crate::engine::Docker;
 
-/// What the node has. `disk_mb` is null when the disk could not be read. `docker` is one of
-/// the optional fields of ../shared/protocol.md; `deployments` is the agent's own (the upstream
-/// control plane drops fields it does not know), so that a control plane that reads it places
-/// deployments only where they can run.
+/// What the node has. `disk_mb` is null when the disk could not be read. `docker` and `k8s`
+/// are optional fields of ../shared/protocol.md; `disks`, `network_interfaces`, `tags` and
+/// `deployments` are the agent's own (the upstream control plane drops fields it does not know),
+/// for a control plane that places work by them.
+///
+/// A new capability is a field here (in the order it is to appear in the JSON), filled in by
+/// `node::detect`, and, if it holds a figure that moves by itself, a line in `same_facts`.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Capabilities {
     pub os: String,
@@ -20,7 +27,54 @@ pub struct Capabilities {
     pub disk_mb: Option<u64>,
     pub gpus: Vec<Gpu>,
     pub docker: Docker,
+    pub k8s: Kubernetes,
+    pub disks: Vec<Disk>,
+    pub network_interfaces: Vec<NetworkInterface>,
+    /// `NODE_TAGS`, then the tags the agent adds from what it found (see `node::detected_tags`).
+    pub tags: Vec<String>,
     pub deployments: DeploymentSupport,
+}
+
+impl Capabilities {
+    /// The names of the capabilities that differ between two detections, ignoring what moves by
+    /// itself without the node changing (a disk's free space, `disk_mb` of a filesystem that
+    /// grows, such as btrfs or ZFS, is not: a resize is a change). Empty when the control plane
+    /// need not hear of it again.
+    pub fn changes_since(&self, earlier: &Capabilities) -> Vec<&'static str> {
+        let without_free = |disks: &[Disk]| -> Vec<Disk> {
+            disks
+                .iter()
+                .map(|disk| Disk {
+                    free_mb: 0,
+                    ..disk.clone()
+                })
+                .collect()
+        };
+        let mut changed = Vec::new();
+        let mut compare = |name, same: bool| {
+            if !same {
+                changed.push(name);
+            }
+        };
+        compare("os", self.os == earlier.os);
+        compare("cpu_count", self.cpu_count == earlier.cpu_count);
+        compare("mem_mb", self.mem_mb == earlier.mem_mb);
+        compare("disk_mb", self.disk_mb == earlier.disk_mb);
+        compare("gpus", self.gpus == earlier.gpus);
+        compare("docker", self.docker == earlier.docker);
+        compare("k8s", self.k8s == earlier.k8s);
+        compare(
+            "disks",
+            without_free(&self.disks) == without_free(&earlier.disks),
+        );
+        compare(
+            "network_interfaces",
+            self.network_interfaces == earlier.network_interfaces,
+        );
+        compare("tags", self.tags == earlier.tags);
+        compare("deployments", self.deployments == earlier.deployments);
+        changed
+    }
 }
 
 /// Whether this agent runs deployments: `enabled` (the build has them and the settings leave
@@ -45,12 +99,18 @@ pub struct Gpu {
 
 /// `POST /api/v1/nodes/{node_id}/heartbeat` body. A figure the agent could not read is left
 /// out of the JSON rather than sent as a number it did not measure.
+///
+/// A new figure is a field here and an arm in `HeartbeatFields::next` (its place in the JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatPayload {
     pub cpu_usage: Option<f64>,
     pub mem_usage: Option<f64>,
     pub disk_free_mb: Option<u64>,
     pub running_containers: Vec<String>,
+    /// The pressure-stall figures the kernel has; the field is left out when it has none.
+    pub pressure: Pressure,
+    /// The 1, 5 and 15 minute load averages.
+    pub load_avg: Option<[f64; 3]>,
 }
 
 impl Serialize for HeartbeatPayload {
@@ -95,6 +155,12 @@ impl Map for HeartbeatFields<'_> {
                     None => continue,
                 },
                 3 => ("running_containers", &self.payload.running_containers),
+                4 if self.payload.pressure.is_empty() => continue,
+                4 => ("pressure", &self.payload.pressure),
+                5 => match &self.payload.load_avg {
+                    Some(value) => ("load_avg", value),
+                    None => continue,
+                },
                 _ => return None,
             };
             return Some((Cow::Borrowed(entry.0), entry.1));
@@ -114,10 +180,25 @@ mod tests {
             mem_usage: None,
             disk_free_mb: Some(450_000),
             running_containers: vec!["web".into()],
+            pressure: Pressure::default(),
+            load_avg: None,
         };
         assert_eq!(
             json::to_string(&payload),
             r#"{"cpu_usage":25.5,"disk_free_mb":450000,"running_containers":["web"]}"#
+        );
+        let payload = HeartbeatPayload {
+            pressure: Pressure {
+                cpu: None,
+                memory: Some(0.5),
+                io: None,
+            },
+            load_avg: Some([1.0, 0.5, 0.25]),
+            ..payload
+        };
+        assert_eq!(
+            json::to_string(&payload),
+            r#"{"cpu_usage":25.5,"disk_free_mb":450000,"running_containers":["web"],"pressure":{"memory":0.5},"load_avg":[1.0,0.5,0.25]}"#
         );
     }
 }
