@@ -320,7 +320,7 @@ impl App {
             }
             Resolved::Found(Route::GetNode, id) => {
                 match self.store().node(id.unwrap_or_default()) {
-                    Some(node) => Response::json(200, &node.to_json()),
+                    Some(node) => Response::json(200, &node.to_json_with_metrics()),
                     None => Response::detail(404, "Node not found"),
                 }
             }

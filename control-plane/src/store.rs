@@ -32,6 +32,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node as `GET /api/v1/nodes/{id}` shows it: as in the list, plus `metrics`, the last
+    /// accepted heartbeat's body (null before the first), which upstream loses (this project's
+    /// control plane shows the agent's pressure and load there).
+    pub(crate) fn to_json_with_metrics(&self) -> Value {
+        let mut node = self.to_json();
+        node["metrics"] = self.last_heartbeat.clone().unwrap_or(Value::Null);
+        node
+    }
+
     /// The node as `GET /api/v1/nodes` shows it.
     pub(crate) fn to_json(&self) -> Value {
         json!({

@@ -90,6 +90,9 @@ enum Default {
     Null,
     EmptyList,
     Str(&'static str),
+    /// Left out of the stored model: a field of this project's control plane that the upstream
+    /// one drops, so a node whose agent does not send it looks as it would upstream.
+    Absent,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,17 @@ const fn defaulted(name: &'static str, ty: Ty, default: Default) -> Field {
     }
 }
 
+/// A field of this project's control plane only (the agent's host facts, issue 11): kept when
+/// sent, checked for its type, absent when not sent.
+const fn kept(name: &'static str, ty: Ty) -> Field {
+    Field {
+        name,
+        ty,
+        default: Some(Default::Absent),
+        nullable: false,
+    }
+}
+
 const CAPABILITIES: &[Field] = &[
     required("os", Ty::Str),
     required("cpu_count", Ty::Int),
@@ -139,6 +153,10 @@ const CAPABILITIES: &[Field] = &[
     defaulted("gpus", Ty::List(&Ty::Dict), Default::EmptyList),
     optional("docker", Ty::Dict),
     optional("k8s", Ty::Dict),
+    kept("disks", Ty::List(&Ty::Dict)),
+    kept("network_interfaces", Ty::List(&Ty::Dict)),
+    kept("tags", Ty::List(&Ty::Str)),
+    kept("deployments", Ty::Dict),
 ];
 
 const REGISTER: &[Field] = &[
@@ -154,6 +172,8 @@ const HEARTBEAT: &[Field] = &[
     defaulted("mem_usage", Ty::Float, Default::Null),
     defaulted("disk_free_mb", Ty::Int, Default::Null),
     defaulted("running_containers", Ty::List(&Ty::Str), Default::Null),
+    kept("pressure", Ty::Map(&Ty::Float)),
+    kept("load_avg", Ty::List(&Ty::Float)),
 ];
 
 /// `registry_auth`: registry host to the engine's auth object (`{username, password}` or
@@ -245,6 +265,31 @@ pub fn registration(body: &Body) -> Result<Registration, Vec<Value>> {
 
 pub fn heartbeat(body: &Body) -> Result<(), Vec<Value>> {
     validate_body(HEARTBEAT, body).map(drop)
+}
+
+#[cfg(test)]
+mod host_facts_tests {
+    use super::*;
+
+    #[test]
+    fn host_facts_are_kept_when_sent_and_absent_otherwise() {
+        let body = Body::Json(json!({
+            "name": "w1", "ip": "10.0.0.1",
+            "capabilities": {"os": "linux", "cpu_count": 8, "mem_mb": 16000,
+                "disks": [{"mount": "/", "fs_type": "ext4", "total_mb": 10, "free_mb": 5}],
+                "network_interfaces": [], "tags": ["infra"],
+                "deployments": {"enabled": true, "engine": false}}
+        }));
+        let stored = registration(&body).unwrap().capabilities;
+        assert_eq!(stored["disks"][0]["fs_type"], "ext4");
+        assert_eq!(stored["tags"], json!(["infra"]));
+        assert_eq!(stored["network_interfaces"], json!([]));
+        let bad = Body::Json(json!({"name": "w1", "ip": "1",
+            "capabilities": {"os": "linux", "cpu_count": 8, "mem_mb": 1, "tags": "infra"}}));
+        assert!(registration(&bad).is_err());
+        assert!(heartbeat(&Body::Json(json!({"pressure": {"cpu": "high"}}))).is_err());
+        assert!(heartbeat(&Body::Json(json!({"pressure": {"cpu": 1.5}, "load_avg": [1, 2, 3]}))).is_ok());
+    }
 }
 
 fn validate_body(fields: &'static [Field], body: &Body) -> Result<Map<String, Value>, Vec<Value>> {
@@ -397,6 +442,7 @@ fn check_model(
             (None, Some(Default::Null)) => Some(Value::Null),
             (None, Some(Default::EmptyList)) => Some(json!([])),
             (None, Some(Default::Str(s))) => Some(json!(s)),
+            (None, Some(Default::Absent)) => None,
             (Some(Value::Null), _) if field.nullable => Some(Value::Null),
             (Some(v), _) => check(&field.ty, v, loc, errors),
         };
