@@ -24,6 +24,11 @@ fn bad_settings_are_one_line_exit_2_and_touch_no_network() {
         ("NODE_IP", "300.1.1.1"),
         ("HOST_PROC", "/definitely/not/here"),
         ("DISK_PATH", "not/absolute"),
+        ("NODE_TAGS", "infra,,ssd"),
+        ("NODE_TAGS", "in fra"),
+        ("NODE_TAGS", "-infra"),
+        ("REDETECT_INTERVAL", "soon"),
+        ("REDETECT_INTERVAL", "0"),
         // Accepted by the agent's own URL checks, refused by the HTTP client at every request.
         ("CONTROL_PLANE_URL", "http://127.0.0.1:8080/a<b>"),
         ("CONTROL_PLANE_URL", "http://127.0.0.1:8080/a`b"),
@@ -85,6 +90,32 @@ fn help_lists_every_variable_with_its_default() {
             "{variable}:\n{help}"
         );
     }
+}
+
+#[test]
+fn node_tags_are_checked_and_sent_as_given() {
+    let output = command(&[])
+        .args(["--node-tags", "gpu,bad/tag"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--node-tags") && stderr.contains("bad/tag"),
+        "{stderr}"
+    );
+    let output = command(&[("NODE_TAGS", "infra,zone-a.1")])
+        .args(["--node-tags", "ssd , infra", "--once"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The flag wins over the variable.
+    assert_eq!(
+        document["capabilities"]["tags"],
+        serde_json::json!(["ssd", "infra"])
+    );
 }
 
 #[test]

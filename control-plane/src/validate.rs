@@ -288,7 +288,12 @@ mod host_facts_tests {
             "capabilities": {"os": "linux", "cpu_count": 8, "mem_mb": 1, "tags": "infra"}}));
         assert!(registration(&bad).is_err());
         assert!(heartbeat(&Body::Json(json!({"pressure": {"cpu": "high"}}))).is_err());
-        assert!(heartbeat(&Body::Json(json!({"pressure": {"cpu": 1.5}, "load_avg": [1, 2, 3]}))).is_ok());
+        assert!(
+            heartbeat(&Body::Json(
+                json!({"pressure": {"cpu": 1.5}, "load_avg": [1, 2, 3]})
+            ))
+            .is_ok()
+        );
     }
 }
 

@@ -34,6 +34,7 @@ const NOT_DISKS: &[&str] = &[
     "fuse.portal",
     "hugetlbfs",
     "mqueue",
+    "nfsd",
     "nsfs",
     "overlay",
     "proc",

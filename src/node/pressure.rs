@@ -29,7 +29,10 @@ impl Pressure {
 /// avg300=… total=…`), through procfs. The `full` line is not needed (and the cpu file of
 /// kernels before 5.13 has none, which procfs's `CpuPressure` cannot read).
 pub fn some_avg10(text: &str) -> Option<f64> {
-    let line = text.lines().next().filter(|line| line.starts_with("some "))?;
+    let line = text
+        .lines()
+        .next()
+        .filter(|line| line.starts_with("some "))?;
     let record = procfs::parse_pressure_record(line).ok()?;
     let avg10 = f64::from(record.avg10);
     (avg10.is_finite() && (0.0..=100.0).contains(&avg10)).then_some(round_hundredth(avg10))
