@@ -45,6 +45,23 @@ fuzz_target!(|data: &[u8]| {
             let shown = config.control_plane_url.to_string();
             assert_eq!(ControlPlaneUrl::parse(&shown), Ok(config.control_plane_url));
             assert!(config.host.disk.is_absolute(), "{:?}", config.host.disk);
+            // NODE_TAGS: each tag once, in the documented alphabet and length.
+            assert!(config.node_tags.len() <= 32, "{:?}", config.node_tags);
+            for (index, tag) in config.node_tags.iter().enumerate() {
+                assert!((1..=63).contains(&tag.len()), "{tag:?}");
+                assert!(tag.as_bytes()[0].is_ascii_alphanumeric(), "{tag:?}");
+                assert!(
+                    tag.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+                    "{tag:?}"
+                );
+                assert!(!config.node_tags[..index].contains(tag), "{tag:?} twice");
+            }
+            let redetect = config.redetect_interval;
+            assert!(
+                (Duration::from_millis(10)..=Duration::from_secs(86_400)).contains(&redetect),
+                "{redetect:?}"
+            );
         }
         Ok(Invocation::Print(text)) => assert!(text.ends_with('\n'), "{text:?}"),
         // Reads nothing at parse time: the file is opened when the command runs.

@@ -38,14 +38,12 @@ pub fn run(config: &Config, registrations: &Registrations) -> ! {
     // Capabilities a re-detection found changed: the next registration sends them.
     let mut detected = None;
     loop {
-        let (registration, capabilities) =
-            register(config, &client, &mut backoff, &mut sampler, detected.take());
-        registrations.published(&registration);
+        let registered = register(config, &client, &mut backoff, &mut sampler, detected.take());
+        registrations.published(&registered.registration);
         let end = heartbeat_until_rejected(
             config,
             &client,
-            &registration,
-            &capabilities,
+            &registered,
             &mut sampler,
             &mut backoff,
             &mut heartbeat_failures,
@@ -54,7 +52,7 @@ pub fn run(config: &Config, registrations: &Registrations) -> ! {
         let (status, accepted) = match end {
             HeartbeatsEnded::Rejected { status, accepted } => (status, accepted),
             HeartbeatsEnded::CapabilitiesChanged(changed) => {
-                detected = Some(changed);
+                detected = Some(*changed);
                 forbidden_when_fresh = 0;
                 continue;
             }
@@ -82,7 +80,7 @@ fn register(
     backoff: &mut Backoff,
     sampler: &mut Sampler,
     detected: Option<Capabilities>,
-) -> (Registration, Capabilities) {
+) -> Registered {
     let mut failures = RepeatedFailure::default();
     let mut attempt = 0;
     let capabilities = loop {
@@ -136,7 +134,10 @@ fn register(
                 }
                 info!("Registered successfully. Node ID: {}", registration.node_id);
                 sampler.restart();
-                return (registration, request.capabilities);
+                return Registered {
+                    registration,
+                    capabilities: request.capabilities,
+                };
             }
             Err(failure) => {
                 registration_failed(&mut failures, began, &failure.to_string());
@@ -170,20 +171,26 @@ fn node_ip(config: &Config) -> std::io::Result<String> {
     }
 }
 
+/// A registration the control plane accepted, and the capabilities it was given.
+struct Registered {
+    registration: Registration,
+    capabilities: Capabilities,
+}
+
 /// Why heartbeats with a registration stopped.
 enum HeartbeatsEnded {
     /// The control plane rejected the node or its token (401, 403, 404), after accepting
     /// `accepted` heartbeats.
     Rejected { status: u16, accepted: u64 },
     /// A re-detection found the node changed: register these.
-    CapabilitiesChanged(Capabilities),
+    CapabilitiesChanged(Box<Capabilities>),
 }
 
 /// Sends heartbeats until the control plane rejects the node or its token (401, 403, 404), or
 /// the node's capabilities change.
 ///
 /// Every `config.redetect_interval`, after a heartbeat the control plane accepted, the
-/// capabilities are detected again; when they differ from `registered` (see
+/// capabilities are detected again; when they differ from those registered (see
 /// `Capabilities::changes_since`), heartbeats end so that the node registers again. Detecting
 /// costs the work of a registration's detection (a few hundred files, statvfs per disk, the
 /// engine's version), once an interval, never inside the heartbeat's own budget.
@@ -196,8 +203,7 @@ enum HeartbeatsEnded {
 fn heartbeat_until_rejected(
     config: &Config,
     client: &ControlPlane,
-    registration: &Registration,
-    registered: &Capabilities,
+    registered: &Registered,
     sampler: &mut Sampler,
     backoff: &mut Backoff,
     failures: &mut RepeatedFailure,
@@ -207,7 +213,7 @@ fn heartbeat_until_rejected(
         "Starting heartbeat loop (interval: {}s)",
         config.heartbeat_interval.as_secs_f64()
     );
-    let target = client.heartbeat_target(registration);
+    let target = client.heartbeat_target(&registered.registration);
     let mut ticks = Ticks::new(Instant::now(), config.heartbeat_interval);
     let mut unanswered = 0;
     let mut accepted = 0u64;
@@ -233,8 +239,8 @@ fn heartbeat_until_rejected(
                 accepted += 1;
                 registrations.heartbeat_accepted();
                 if Instant::now() >= next_detection {
-                    if let Some(changed) = detect_again(config, registered, sampler) {
-                        return HeartbeatsEnded::CapabilitiesChanged(changed);
+                    if let Some(changed) = detect_again(config, &registered.capabilities, sampler) {
+                        return HeartbeatsEnded::CapabilitiesChanged(Box::new(changed));
                     }
                     next_detection = Instant::now() + config.redetect_interval;
                 }
