@@ -1,5 +1,5 @@
-//! The per-heartbeat /proc files read through procfs (`node::fuzzing::some_avg10` for
-//! /proc/pressure/*, `load_average` for /proc/loadavg): any text gives nothing or figures JSON
+//! The per-heartbeat /proc files (`node::fuzzing::some_avg10` for /proc/pressure/*,
+//! `load_average` for /proc/loadavg): any text gives nothing or figures JSON
 //! can carry, a pressure from 0 to 100, load averages finite and not negative; never a panic.
 #![no_main]
 

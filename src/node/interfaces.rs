@@ -68,11 +68,10 @@ pub fn detect(sys: &Path, proc: &Path) -> Vec<NetworkInterface> {
     for name in names {
         let dir = class_net.join(&name);
         let attribute = |file: &str| read_attribute(&dir.join(file));
-        if attribute("type").as_deref() == Some(LOOPBACK_TYPE) || is_veth(&dir) {
-            continue;
-        }
-        if dir.join("bridge").is_dir() && !has_non_veth_port(&dir) {
-            continue;
+        match kind(&dir) {
+            Kind::Loopback | Kind::Veth => continue,
+            Kind::Bridge if !has_non_veth_port(&dir) => continue,
+            Kind::Bridge | Kind::Other => {}
         }
         let operstate = attribute("operstate").unwrap_or_default();
         let carrier = attribute("carrier").as_deref() == Some("1");
@@ -96,20 +95,41 @@ pub fn detect(sys: &Path, proc: &Path) -> Vec<NetworkInterface> {
     interfaces
 }
 
-/// A veth end: a virtual device (no `device` link) with a peer (`iflink` ≠ `ifindex`) and no
-/// `DEVTYPE` (VLANs, macvlans, VXLANs and the like, which also have a link, name theirs).
-fn is_veth(dir: &Path) -> bool {
-    if dir.join("device").exists() {
-        return false;
+/// What an interface is, as far as choosing what to report goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Loopback,
+    /// A veth end: a virtual device (no `device` link) with a peer (`iflink` ≠ `ifindex`) and
+    /// no `DEVTYPE` (VLANs, macvlans, VXLANs and the like, which also have a link, name theirs).
+    Veth,
+    Bridge,
+    Other,
+}
+
+/// Reads as few files as it can: a node with a hundred pods has two hundred veths.
+fn kind(dir: &Path) -> Kind {
+    let uevent = read_attribute(&dir.join("uevent")).unwrap_or_default();
+    let devtype = uevent
+        .lines()
+        .find_map(|line| line.strip_prefix("DEVTYPE="));
+    match devtype {
+        Some("bridge") => return Kind::Bridge,
+        Some(_) => return Kind::Other,
+        None => {}
     }
-    let (Some(ifindex), Some(iflink)) = (
+    if read_attribute(&dir.join("type")).as_deref() == Some(LOOPBACK_TYPE) {
+        return Kind::Loopback;
+    }
+    if dir.join("device").exists() {
+        return Kind::Other;
+    }
+    match (
         read_attribute(&dir.join("ifindex")),
         read_attribute(&dir.join("iflink")),
-    ) else {
-        return false;
-    };
-    let uevent = read_attribute(&dir.join("uevent")).unwrap_or_default();
-    ifindex != iflink && !uevent.lines().any(|line| line.starts_with("DEVTYPE="))
+    ) {
+        (Some(ifindex), Some(iflink)) if ifindex != iflink => Kind::Veth,
+        _ => Kind::Other,
+    }
 }
 
 /// Whether a bridge has a port that is not a veth (`brif/<port>`, each a link to the port's
@@ -121,7 +141,8 @@ fn has_non_veth_port(bridge: &Path) -> bool {
     ports
         .flatten()
         .take(INTERFACE_LIMIT)
-        .any(|port| !is_veth(&bridge.join("..").join(port.file_name())))
+        // brif/<port> links to the port's own brport directory.
+        .any(|port| kind(&port.path().join("..")) != Kind::Veth)
 }
 
 fn read_attribute(path: &Path) -> Option<String> {

@@ -1,5 +1,5 @@
 //! The heartbeat's `pressure` (the kernel's pressure-stall figures, `/proc/pressure/{cpu,memory,io}`)
-//! and `load_avg` (`/proc/loadavg`), read at every heartbeat through procfs's parsers.
+//! and `load_avg` (`/proc/loadavg`), read at every heartbeat from files kept open.
 //!
 //! `pressure.cpu` is the `some avg10` figure: the share of the last 10 seconds in which at least
 //! one runnable task waited for a CPU; `memory` and `io` likewise, for memory (reclaim, swap-in,
@@ -26,29 +26,34 @@ impl Pressure {
 }
 
 /// The `some avg10` figure of a pressure file: its first line (`some avg10=1.23 avg60=…
-/// avg300=… total=…`), through procfs. The `full` line is not needed (and the cpu file of
-/// kernels before 5.13 has none, which procfs's `CpuPressure` cannot read).
+/// avg300=… total=…`). The `full` line is not needed (and the cpu file of kernels before 5.13
+/// has none, which procfs's `CpuPressure` cannot read).
+///
+/// Not procfs's `parse_pressure_record`: it builds a `HashMap` of the line's fields and a `Vec`
+/// per field, three times a heartbeat, which measured about 20k instructions per heartbeat
+/// (README, Performance); this reads the one figure.
 pub fn some_avg10(text: &str) -> Option<f64> {
-    let line = text
-        .lines()
-        .next()
-        .filter(|line| line.starts_with("some "))?;
-    let record = procfs::parse_pressure_record(line).ok()?;
-    let avg10 = f64::from(record.avg10);
+    let line = text.lines().next()?.strip_prefix("some ")?;
+    let figure = line
+        .split(' ')
+        .find_map(|field| field.strip_prefix("avg10="))?;
+    let avg10: f64 = figure.parse().ok()?;
     (avg10.is_finite() && (0.0..=100.0).contains(&avg10)).then_some(round_hundredth(avg10))
 }
 
-/// The 1, 5 and 15 minute load averages of /proc/loadavg, through procfs.
+/// The 1, 5 and 15 minute load averages of /proc/loadavg (`0.52 0.58 0.59 2/389 12345`), the
+/// first three fields, read in place (procfs's `LoadAverage` copies the file into a `String`
+/// and needs all five fields).
 pub fn load_average(text: &str) -> Option<[f64; 3]> {
-    let load: procfs::LoadAverage = procfs::FromRead::from_read(text.as_bytes()).ok()?;
-    let figures = [load.one, load.five, load.fifteen].map(|n| round_hundredth(f64::from(n)));
-    figures
-        .iter()
-        .all(|n| n.is_finite() && *n >= 0.0)
-        .then_some(figures)
+    let mut fields = text.split_ascii_whitespace();
+    let mut figure = || -> Option<f64> {
+        let n: f64 = fields.next()?.parse().ok()?;
+        (n.is_finite() && n >= 0.0).then_some(round_hundredth(n))
+    };
+    Some([figure()?, figure()?, figure()?])
 }
 
-/// The kernel prints both with two decimals; an f32 widened to f64 would print 0.10000000149.
+/// The kernel prints both with two decimals; keep them so whatever the float parsing gives.
 fn round_hundredth(n: f64) -> f64 {
     (n * 100.0).round() / 100.0
 }
@@ -116,6 +121,7 @@ mod tests {
             Some([0.52, 0.58, 0.59])
         );
         assert_eq!(load_average("0.52 0.58\n"), None);
+        assert_eq!(load_average("0.52 0.58 inf 1/1 1\n"), None);
         assert_eq!(load_average("-1 0 0 1/1 1\n"), None);
     }
 
