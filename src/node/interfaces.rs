@@ -183,21 +183,19 @@ impl Addresses {
     /// contains is left out.
     pub fn parse(fib_trie: &str, route: &str, if_inet6: &str) -> Addresses {
         let mut entries = Vec::new();
-        let routes = procfs::FromBufRead::from_buf_read(route.as_bytes())
-            .map(|procfs::net::RouteEntries(routes)| routes)
-            .unwrap_or_default();
+        let routes = routes(route);
         for address in local_ipv4(fib_trie) {
             let best = routes
                 .iter()
                 .filter(|route| {
-                    let mask = u32::from(route.mask);
-                    mask != 0 && u32::from(address) & mask == u32::from(route.destination) & mask
+                    route.mask != 0
+                        && u32::from(address) & route.mask == route.destination & route.mask
                 })
-                .max_by_key(|route| u32::from(route.mask).count_ones());
+                .max_by_key(|route| route.mask.count_ones());
             if let Some(route) = best {
                 let entry = (
-                    route.iface.clone(),
-                    format!("{address}/{}", u32::from(route.mask).count_ones()),
+                    route.interface.to_string(),
+                    format!("{address}/{}", route.mask.count_ones()),
                 );
                 if !entries.contains(&entry) {
                     entries.push(entry);
@@ -236,6 +234,42 @@ impl Addresses {
             .take(MAX_ADDRESSES)
             .collect()
     }
+}
+
+/// A line of /proc/net/route: the interface, and the destination and mask as numbers in the
+/// address's order (`10.0.2.0` is `0x0a000200`).
+struct Route<'a> {
+    interface: &'a str,
+    destination: u32,
+    mask: u32,
+}
+
+/// /proc/net/route: a header, then `Iface Destination Gateway Flags RefCnt Use Metric Mask …`,
+/// the addresses in hex as the kernel holds them (network order read as a host-order number).
+/// Unreadable lines are skipped.
+///
+/// Not procfs's `RouteEntries`, which measured 8 KiB of the plain binary, and fails on the
+/// whole file for one line it cannot read: this reads the three fields the addresses need.
+fn routes(text: &str) -> Vec<Route<'_>> {
+    let address = |hex: &str| {
+        let number = u32::from_str_radix(hex, 16).ok()?;
+        // The kernel prints the in-memory address as a host-order number.
+        Some(u32::from_be_bytes(number.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_ascii_whitespace().take(8).collect();
+            let [interface, destination, _, _, _, _, _, mask] = fields[..] else {
+                return None;
+            };
+            Some(Route {
+                interface,
+                destination: address(destination)?,
+                mask: address(mask)?,
+            })
+        })
+        .collect()
 }
 
 /// The node's own IPv4 addresses: the leaves of `fib_trie` marked `/32 host LOCAL`, in order,
