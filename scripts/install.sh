@@ -115,15 +115,17 @@ RestartMaxDelaySec=60s
 KillSignal=SIGTERM
 TimeoutStopSec=5s
 
-# It reads /proc, /sys and statvfs(/), talks HTTP and to the engine's socket (a socket can be
-# connected to on the read-only file system): nothing else is allowed.
+# It reads /proc, /sys and statvfs of the node's disks, talks HTTP and to the engine's socket (a
+# socket can be connected to on the read-only file system): nothing else is allowed.
 DynamicUser=yes
 @ENGINE_ACCESS@
 NoNewPrivileges=yes
 CapabilityBoundingSet=
 AmbientCapabilities=
 ProtectSystem=strict
-ProtectHome=yes
+# read-only, not yes: `yes` mounts an empty directory over /home, /root and /run/user, and the
+# disk mounted at /home would be reported with that directory's size (capabilities.disks).
+ProtectHome=read-only
 PrivateTmp=yes
 PrivateDevices=yes
 ProtectKernelTunables=yes
