@@ -6,6 +6,7 @@ mod cpu;
 mod disk;
 mod gpus;
 mod memory;
+mod nvidia_smi;
 mod report;
 
 use std::fs::File;
@@ -20,10 +21,11 @@ pub use cpu::{CpuTimes, count_online};
 #[cfg(fuzzing)]
 pub mod fuzzing {
     pub use super::gpus::detect as gpus;
+    pub use super::nvidia_smi::parse as nvidia_smi;
 }
 pub use disk::DiskSpace;
 pub use memory::Memory;
-pub use report::{Capabilities, DeploymentSupport, Gpu, HeartbeatPayload, round_tenth};
+pub use report::{Capabilities, DeploymentSupport, Gpu, GpuUtil, HeartbeatPayload, round_tenth};
 
 use crate::config::HostPaths;
 use crate::engine::{self, Engine};
@@ -56,7 +58,7 @@ pub fn detect(host: &HostPaths, deployments_enabled: bool) -> io::Result<Capabil
         cpu_count,
         mem_mb: memory.total_mb(),
         disk_mb,
-        gpus: gpus::detect(&host.sys, &host.proc),
+        gpus: gpus::detect_with_nvidia_smi(&host.sys, &host.proc),
         docker: engine::describe(socket.as_deref()),
         deployments: DeploymentSupport {
             enabled: deployments_enabled,
@@ -116,6 +118,7 @@ pub struct Sampler {
     meminfo: ProcFile,
     buffer: Vec<u8>,
     engine: Engine,
+    gpus: gpus::GpuMeter,
 }
 
 impl Sampler {
@@ -128,14 +131,16 @@ impl Sampler {
             host,
             previous: None,
             buffer: vec![0; MEMINFO_LIMIT],
+            gpus: gpus::GpuMeter::none(),
         }
     }
 
-    /// Takes the CPU baseline anew (the next sample measures from here) and looks for the
-    /// container engine's socket.
+    /// Takes the CPU baseline anew (the next sample measures from here), looks for the
+    /// container engine's socket and finds the GPUs to measure.
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
         self.engine.search();
+        self.gpus = gpus::GpuMeter::new(&self.host.sys);
     }
 
     /// Reads the figures for one heartbeat. A figure that cannot be read is left out (and
@@ -176,6 +181,7 @@ impl Sampler {
             mem_usage,
             disk_free_mb,
             running_containers: self.engine.running_containers(),
+            gpu_util: self.gpus.sample(),
         }
     }
 
