@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::nvidia_smi::{self, SmiGpu};
@@ -28,10 +28,7 @@ const INTEL: u16 = 0x8086;
 /// `card1`, …), platform GPUs with a render node, and the GPUs the NVIDIA driver lists, which
 /// may have no DRM node.
 pub fn detect(sys: &Path, proc: &Path) -> Vec<Gpu> {
-    let mut gpus: Vec<Gpu> = drm_cards(&sys.join("class/drm"))
-        .into_iter()
-        .map(|(gpu, _)| gpu)
-        .collect();
+    let mut gpus = drm_cards(&sys.join("class/drm"));
     nvidia_gpus(&proc.join("driver/nvidia/gpus"), &mut gpus);
     gpus.sort_by(|a, b| a.id.cmp(&b.id));
     gpus
@@ -82,9 +79,9 @@ pub fn has_compute_gpu(gpus: &[Gpu]) -> bool {
     !gpus.is_empty()
 }
 
-/// Each compute GPU behind a DRM card, with its device directory.
-fn drm_cards(class_drm: &Path) -> Vec<(Gpu, PathBuf)> {
-    let mut gpus: Vec<(Gpu, PathBuf)> = Vec::new();
+/// Each compute GPU behind a DRM card.
+fn drm_cards(class_drm: &Path) -> Vec<Gpu> {
+    let mut gpus: Vec<Gpu> = Vec::new();
     let Ok(entries) = fs::read_dir(class_drm) else {
         crate::debug!(
             "No GPUs with a DRM node: cannot list {}",
@@ -104,8 +101,8 @@ fn drm_cards(class_drm: &Path) -> Vec<(Gpu, PathBuf)> {
         }
         let device = entry.path().join("device");
         match card_gpu(&device) {
-            Ok(Some(gpu)) if gpus.iter().any(|(known, _)| known.id == gpu.id) => {}
-            Ok(Some(gpu)) => gpus.push((gpu, device)),
+            Ok(Some(gpu)) if gpus.iter().any(|known| known.id == gpu.id) => {}
+            Ok(Some(gpu)) => gpus.push(gpu),
             Ok(None) => {}
             Err(reason) => crate::debug!("Skipping {}: {reason}", device.display()),
         }
@@ -274,7 +271,7 @@ fn vendor_name(vendor: u16) -> String {
 }
 
 /// GPUs of the NVIDIA driver: one directory per bus id, whose `information` file names the
-/// model. The memory size is not in any file; only NVML gives it.
+/// model and the UUID. The memory size is not in any file; only NVML (or nvidia-smi) gives it.
 fn nvidia_gpus(driver_gpus: &Path, gpus: &mut Vec<Gpu>) {
     let Ok(entries) = fs::read_dir(driver_gpus) else {
         return;
@@ -286,26 +283,45 @@ fn nvidia_gpus(driver_gpus: &Path, gpus: &mut Vec<Gpu>) {
             continue;
         }
         let information = entry.path().join("information");
-        let model = read_attribute(&information).and_then(|text| {
+        let text = read_attribute(&information).unwrap_or_default();
+        let field = |name: &str| {
             text.lines()
-                .find_map(|line| line.strip_prefix("Model:"))
-                .map(|model| printable(model.trim(), 128))
-                .filter(|model| !model.is_empty())
-        });
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+        };
+        let model = field("Model:")
+            .map(|model| printable(model, 128))
+            .filter(|model| !model.is_empty());
         if model.is_none() {
             crate::debug!("No model name in {}", information.display());
         }
+        // Drivers that cannot read it yet write question marks.
+        let uuid = field("GPU UUID:")
+            .filter(|uuid| is_gpu_uuid(uuid))
+            .map(str::to_string);
         match gpus.iter_mut().find(|known| known.id == id) {
-            Some(known) => known.model = known.model.take().or(model),
+            Some(known) => {
+                known.model = known.model.take().or(model);
+                known.uuid = known.uuid.take().or(uuid);
+            }
             None => gpus.push(Gpu {
                 id,
                 vendor: vendor_name(NVIDIA),
                 model,
                 mem_mb: None,
-                uuid: None,
+                uuid,
             }),
         }
     }
+}
+
+/// `GPU-` and hex digits in dashed groups, as NVIDIA writes a GPU's UUID.
+pub(super) fn is_gpu_uuid(uuid: &str) -> bool {
+    uuid.strip_prefix("GPU-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 60
+            && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    })
 }
 
 /// A small sysfs or procfs text file, trimmed; `None` (with a debug line for anything but
@@ -343,17 +359,32 @@ impl GpuMeter {
         GpuMeter { amd: Vec::new() }
     }
 
-    /// Finds the AMD compute GPUs with a `gpu_busy_percent` file (once per registration).
+    /// Finds the GPUs with a `gpu_busy_percent` file (once per registration). Only amdgpu
+    /// writes it, and its cards are compute GPUs (see `is_compute_gpu`); the walk is `detect`'s
+    /// without its debug lines, which detection has just logged.
     pub fn new(sys: &Path) -> GpuMeter {
-        let amd = drm_cards(&sys.join("class/drm"))
-            .into_iter()
-            .filter(|(gpu, device)| gpu.vendor == "amd" && device.join("gpu_busy_percent").exists())
-            .map(|(gpu, device)| AmdFiles {
-                id: gpu.id,
-                busy: ProcFile::new(device.join("gpu_busy_percent")),
-                vram_used: ProcFile::new(device.join("mem_info_vram_used")),
-            })
-            .collect();
+        let mut amd: Vec<AmdFiles> = Vec::new();
+        let Ok(entries) = fs::read_dir(sys.join("class/drm")) else {
+            return GpuMeter::none();
+        };
+        for entry in entries.flatten().take(ENTRY_LIMIT) {
+            let device = entry.path().join("device");
+            let busy = device.join("gpu_busy_percent");
+            if !busy.exists() {
+                continue;
+            }
+            let uevent = read_attribute(&device.join("uevent")).unwrap_or_default();
+            // A card and its render node share the device.
+            match bus_id(&device, &uevent) {
+                Ok(id) if !amd.iter().any(|known| known.id == id) => amd.push(AmdFiles {
+                    id,
+                    busy: ProcFile::new(busy),
+                    vram_used: ProcFile::new(device.join("mem_info_vram_used")),
+                }),
+                _ => {}
+            }
+        }
+        amd.sort_by(|a, b| a.id.cmp(&b.id));
         GpuMeter { amd }
     }
 

@@ -103,10 +103,7 @@ fn parse_row(row: usize, line: &str) -> Result<SmiGpu, String> {
     if !super::gpus::is_pci_bus_id(&id) {
         return Err("not a PCI bus id".into());
     }
-    let uuid_ok = uuid.starts_with("GPU-")
-        && uuid.len() <= 64
-        && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !uuid_ok {
+    if !super::gpus::is_gpu_uuid(uuid) {
         return Err("not a GPU UUID".into());
     }
     let name = printable(name, 128);
@@ -404,14 +401,14 @@ mod tests {
             "",
             cut,
             // Localized decimals and thousands.
-            "0, 00000000:07:00.0, GPU-4c3f0a3e, NVIDIA A100, 40960, 1024, 37,5\n",
-            "0, 00000000:07:00.0, GPU-4c3f0a3e, NVIDIA A100, 40.960, 1024, 37\n",
+            "0, 00000000:07:00.0, GPU-4c3f0a3e-aa, NVIDIA A100, 40960, 1024, 37,5\n",
+            "0, 00000000:07:00.0, GPU-4c3f0a3e-aa, NVIDIA A100, 40.960, 1024, 37\n",
             // Out of order, twice, over 100 %, not a bus id, not a UUID, no name.
-            "1, 00000000:07:00.0, GPU-4c3f0a3e, NVIDIA A100, 40960, 1024, 37\n",
-            "0, 00000000:07:00.0, GPU-4c3f0a3e, NVIDIA A100, 40960, 1024, 101\n",
-            "0, 07:00.0, GPU-4c3f0a3e, NVIDIA A100, 40960, 1024, 37\n",
+            "1, 00000000:07:00.0, GPU-4c3f0a3e-aa, NVIDIA A100, 40960, 1024, 37\n",
+            "0, 00000000:07:00.0, GPU-4c3f0a3e-aa, NVIDIA A100, 40960, 1024, 101\n",
+            "0, 07:00.0, GPU-4c3f0a3e-aa, NVIDIA A100, 40960, 1024, 37\n",
             "0, 00000000:07:00.0, 4c3f0a3e, NVIDIA A100, 40960, 1024, 37\n",
-            "0, 00000000:07:00.0, GPU-4c3f0a3e, , 40960, 1024, 37\n",
+            "0, 00000000:07:00.0, GPU-4c3f0a3e-aa, , 40960, 1024, 37\n",
             "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
