@@ -368,7 +368,7 @@ fn nvidia_smi_that_fails_or_prints_garbage_leaves_the_sysfs_description() {
         ("hangs", "exec sleep 1000".into(), "did not finish within 5 s and was killed", limit),
     ];
     for (case, body, logged, within) in cases {
-        let tools = Scratch::new(&format!("nvidia-smi-{}", case.replace(' ', "-")));
+        let tools = Scratch::new(&format!("nvidia-smi-case-{}", case.replace(' ', "-")));
         tools.nvidia_smi(&body);
         let began = Instant::now();
         let (document, log) = once("gpu-node", &tools.search_path());
@@ -435,7 +435,11 @@ fn nvidia_smi_that_hangs_is_killed_at_its_time_limit_and_the_heartbeats_keep_the
     // The second run starts at least 5 s after the first, when a heartbeat asks.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !hung.exists() {
-        assert!(Instant::now() < deadline, "nvidia-smi was not run again");
+        assert!(
+            Instant::now() < deadline,
+            "nvidia-smi was not run again: {}",
+            agent.output()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let hang_began = Instant::now();
