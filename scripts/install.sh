@@ -9,12 +9,19 @@
 # node's settings) and /etc/systemd/system/miaas-agent.service, then enables and starts the
 # service. With DESTDIR set, everything goes under that directory and systemctl is not run
 # (for packaging, and for the tests).
+#
+# NVIDIA_DEVICES=yes also writes miaas-agent.service.d/nvidia.conf, which lets the agent and the
+# nvidia-smi it runs open /dev/nvidiactl and /dev/nvidiaN (the unit's PrivateDevices=yes hides
+# them; without them NVIDIA GPUs are described from sysfs, with no memory size or utilisation).
+# Default: no.
 set -euo pipefail
 
 destdir=${DESTDIR:-}
 bin=$destdir/usr/local/bin/miaas-agent
 env_file=$destdir/etc/miaas-agent.env
 unit=$destdir/etc/systemd/system/miaas-agent.service
+nvidia_dropin=$destdir/etc/systemd/system/miaas-agent.service.d/nvidia.conf
+nvidia_devices=${NVIDIA_DEVICES:-no}
 
 die() {
   echo "install: $*" >&2
@@ -30,11 +37,17 @@ systemctl_() {
 
 if [ "${1:-}" = --uninstall ]; then
   systemctl_ disable --now miaas-agent.service || true
-  rm -f "$bin" "$unit" "$env_file"
+  rm -f "$bin" "$unit" "$env_file" "$nvidia_dropin"
+  rmdir "$(dirname "$nvidia_dropin")" 2>/dev/null || true
   systemctl_ daemon-reload
   echo "install: removed the miaas-agent binary, unit and environment file" >&2
   exit 0
 fi
+
+case "$nvidia_devices" in
+  yes | no) ;;
+  *) die "NVIDIA_DEVICES must be yes or no, not '$nvidia_devices'" ;;
+esac
 
 source_bin=${1:-./miaas-agent}
 [ -f "$source_bin" ] || die "no binary at $source_bin (usage: install.sh [PATH-TO-miaas-agent] | --uninstall)"
@@ -155,6 +168,26 @@ EOF
 unit_text=$(cat "$unit")
 printf '%s\n' "${unit_text/@ENGINE_ACCESS@/$engine_access}" >"$unit"
 chmod 0644 "$unit"
+
+if [ "$nvidia_devices" = yes ]; then
+  install -d "$(dirname "$nvidia_dropin")"
+  cat >"$nvidia_dropin" <<'EOF'
+# Written by install.sh with NVIDIA_DEVICES=yes: nvidia-smi, which the agent runs for the GPUs'
+# memory and utilisation, opens /dev/nvidiactl and /dev/nvidiaN (character major
+# "nvidia-frontend" in /proc/devices) read-write. The host's /dev is shown instead of a private
+# one, and the device cgroup still allows only those and the standard pseudo devices.
+[Service]
+PrivateDevices=no
+DevicePolicy=closed
+DeviceAllow=char-nvidia-frontend rw
+EOF
+  chmod 0644 "$nvidia_dropin"
+else
+  rm -f "$nvidia_dropin"
+  if [ -z "$destdir" ] && [ -e /proc/driver/nvidia/version ]; then
+    echo "install: this host has the NVIDIA driver; install with NVIDIA_DEVICES=yes to let the agent run nvidia-smi (GPU memory and utilisation)" >&2
+  fi
+fi
 
 systemctl_ daemon-reload
 systemctl_ enable --now miaas-agent.service

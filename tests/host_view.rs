@@ -1,13 +1,15 @@
 //! The node as seen through host paths: fixture /proc and /sys trees under tests/fixtures (copies
 //! of real files of a six-CPU, 8 GiB node at 50 % memory, with and without GPUs) given to the real
-//! binary through HOST_PROC, HOST_SYS and HOST_ROOT, and the registration and heartbeats it sends.
+//! binary through HOST_PROC, HOST_SYS and HOST_ROOT, and the registration and heartbeats it sends;
+//! nvidia-smi is a shell script of the test's on the PATH given to the agent, or absent.
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Agent, ControlPlane, WAIT, heartbeats, node, registrations};
+use support::{Agent, ControlPlane, WAIT, heartbeats, node, registrations, run_bounded_with};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,7 +51,13 @@ fn register_and_beat(
 
 fn run_fixture(name: &str) -> (Value, Value) {
     let tree = fixture(name);
-    register_and_beat(&tree.join("proc"), &tree.join("sys"), &tree, &[])
+    let no_tools = Scratch::new(&format!("no-tools-{name}"));
+    register_and_beat(
+        &tree.join("proc"),
+        &tree.join("sys"),
+        &tree,
+        &[("PATH", no_tools.path())],
+    )
 }
 
 /// The figures every fixture shares: six CPUs, 8 GiB, half of it in use, a static /proc/stat
@@ -83,10 +91,23 @@ fn gpu_node_reports_its_nvidia_and_amd_gpus_but_not_connectors() {
     assert_eq!(
         capabilities["gpus"],
         json!([
-            {"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": null},
-            {"id": "0000:0c:00.0", "vendor": "amd", "model": null, "mem_mb": 32752},
+            {"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": null,
+             "uuid": A100_UUID},
+            {"id": "0000:0c:00.0", "vendor": "amd", "model": null, "mem_mb": 32752, "uuid": null},
         ])
     );
+    // Without nvidia-smi only the AMD card is measured: amdgpu's gpu_busy_percent, and
+    // mem_info_vram_used 1174405120 B = 1120 MiB.
+    assert_eq!(heartbeat["gpu_util"], json!([amd_util()]));
+    // A compute GPU tags the node `gpu` by itself.
+    assert_eq!(capabilities["tags"], json!(["gpu"]));
+}
+
+/// The gpu-node's A100, as its driver's `information` file names it.
+const A100_UUID: &str = "GPU-4a4f8d3c-5d12-3b1e-9d1a-6a8a2b0c7f11";
+/// The gpu-node's AMD card in a heartbeat.
+fn amd_util() -> Value {
+    json!({"id": "0000:0c:00.0", "util": 63, "mem_used_mb": 1120})
 }
 
 #[test]
@@ -95,8 +116,11 @@ fn nvidia_gpu_without_a_drm_node_is_found_in_proc() {
     assert_node_figures("nvidia-headless", &capabilities, &heartbeat);
     assert_eq!(
         capabilities["gpus"],
-        json!([{"id": "0000:3b:00.0", "vendor": "nvidia", "model": "NVIDIA A100 80GB PCIe", "mem_mb": null}])
+        json!([{"id": "0000:3b:00.0", "vendor": "nvidia", "model": "NVIDIA A100 80GB PCIe", "mem_mb": null,
+                "uuid": "GPU-9b1c2e7a-0f4d-6c35-81e2-7d9a3c5b1f02"}])
     );
+    // Nothing measures it without nvidia-smi: no gpu_util at all.
+    assert_eq!(heartbeat.get("gpu_util"), None);
 }
 
 #[test]
@@ -107,6 +131,7 @@ fn machines_without_a_pci_gpu_report_an_empty_list() {
         let (capabilities, heartbeat) = run_fixture(name);
         assert_node_figures(name, &capabilities, &heartbeat);
         assert_eq!(capabilities["gpus"], json!([]), "{name}");
+        assert_eq!(heartbeat.get("gpu_util"), None, "{name}");
     }
 }
 
@@ -125,6 +150,30 @@ impl Scratch {
         let path = self.0.join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// A fake `nvidia-smi` here: a shell script that fails (exit 3) unless it is asked the
+    /// agent's query, then runs `body`.
+    fn nvidia_smi(&self, body: &str) {
+        let script = format!(
+            "#!/bin/sh\n\
+             [ \"$*\" = '{QUERY}' ] || {{ echo \"unexpected arguments: $*\" >&2; exit 3; }}\n\
+             {body}\n"
+        );
+        self.write("nvidia-smi", &script);
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join("nvidia-smi");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// What the agent is given as PATH: this directory first, then the system's for the
+    /// script's own commands.
+    fn search_path(&self) -> String {
+        format!("{}:/usr/bin:/bin", self.path())
     }
 }
 
@@ -156,13 +205,19 @@ fn unreadable_gpu_entries_are_skipped_not_fatal() {
         "DRIVER=simple-framebuffer\n",
     );
     let tree = fixture("gpu-node");
-    let (capabilities, _) =
-        register_and_beat(&tree.join("proc"), &sys.0, &tree, &[("LOG_LEVEL", "debug")]);
+    let no_tools = Scratch::new("broken-sys-no-tools");
+    let (capabilities, _) = register_and_beat(
+        &tree.join("proc"),
+        &sys.0,
+        &tree,
+        &[("LOG_LEVEL", "debug"), ("PATH", no_tools.path())],
+    );
     assert_eq!(capabilities["cpu_count"], 6);
     // Only the A100 the NVIDIA driver lists is left.
     assert_eq!(
         capabilities["gpus"],
-        json!([{"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": null}])
+        json!([{"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": null,
+                "uuid": A100_UUID}])
     );
 }
 
@@ -476,4 +531,238 @@ fn a_disk_mounted_while_it_runs_is_registered_again_and_shown_by_the_control_pla
         json!({"cpu": 12.5, "memory": 0.31, "io": 4.07})
     );
     assert_eq!(node["metrics"]["load_avg"], json!([2.35, 1.98, 1.5]));
+}
+
+/// The query the agent asks nvidia-smi, as the fake one checks it.
+const QUERY: &str = "--query-gpu=index,pci.bus_id,uuid,name,memory.total,memory.used,utilization.gpu --format=csv,noheader,nounits";
+/// nvidia-smi's answer on the gpu-node: its A100, 2 GiB used, 37 % busy.
+const A100_ROW: &str = "0, 00000000:07:00.0, GPU-4a4f8d3c-5d12-3b1e-9d1a-6a8a2b0c7f11, NVIDIA A100-SXM4-40GB, 40960, 2048, 37";
+
+/// `--once` on a fixture tree with `search_path` as PATH: the document it printed, and its
+/// stderr (the log). Bounded in time and address space (512 MiB).
+fn once(name: &str, search_path: &str) -> (Value, String) {
+    let tree = fixture(name);
+    let ended = run_bounded_with(
+        &["--once"],
+        &[
+            ("HOST_PROC", tree.join("proc").to_str().unwrap()),
+            ("HOST_SYS", tree.join("sys").to_str().unwrap()),
+            ("HOST_ROOT", tree.to_str().unwrap()),
+            ("PATH", search_path),
+            ("LOG_LEVEL", "debug"),
+            NO_ENGINE,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(ended.code, Some(0), "{name}: {ended:?}");
+    let document = serde_json::from_str(&ended.stdout)
+        .unwrap_or_else(|error| panic!("{name}: {error}: {:?}", ended.stdout));
+    (document, ended.stderr)
+}
+
+/// `--once` on a fixture without nvidia-smi: every field of the document.
+fn once_without_tools(name: &str) -> (Value, Value) {
+    let no_tools = Scratch::new(&format!("once-no-tools-{name}"));
+    let (document, _) = once(name, no_tools.path());
+    let capabilities = document["capabilities"].clone();
+    let heartbeat = document["heartbeat"].clone();
+    assert_node_figures(name, &capabilities, &heartbeat);
+    (capabilities, heartbeat)
+}
+
+#[test]
+fn a_server_whose_only_display_is_its_bmc_has_no_gpu() {
+    // An ASPEED AST2500 (0x1a03, VGA class, driver ast) at 0000:03:00.0 with a VGA connector.
+    let (capabilities, heartbeat) = once_without_tools("bmc-server");
+    assert_eq!(capabilities["gpus"], json!([]));
+    assert_eq!(heartbeat.get("gpu_util"), None);
+    assert_eq!(capabilities["tags"], json!([]));
+}
+
+#[test]
+fn a_vms_virtual_displays_are_not_gpus() {
+    // bochs-drm at 0000:00:02.0, and virtio-gpu (with a render node) on virtio1 of 0000:00:05.0.
+    let (capabilities, heartbeat) = once_without_tools("vm-virtual-display");
+    assert_eq!(capabilities["gpus"], json!([]));
+    assert_eq!(heartbeat.get("gpu_util"), None);
+}
+
+#[test]
+fn an_arm_boards_platform_gpu_with_a_render_node_counts_its_display_does_not() {
+    // RK3399: Mali-T860 under panfrost (card1, renderD128) and rockchip-drm's display (card0).
+    let (capabilities, heartbeat) = once_without_tools("arm-mali");
+    assert_eq!(
+        capabilities["gpus"],
+        json!([{"id": "ff9a0000.gpu", "vendor": "arm", "model": "arm,mali-t860", "mem_mb": null, "uuid": null}])
+    );
+    assert_eq!(heartbeat.get("gpu_util"), None);
+    assert_eq!(capabilities["tags"], json!(["gpu"]));
+    // A Raspberry Pi 4's vc4: a display with no render node.
+    let (capabilities, _) = once_without_tools("edge-board");
+    assert_eq!(capabilities["gpus"], json!([]));
+}
+
+#[test]
+fn nvidia_smi_gives_memory_size_and_the_heartbeat_utilisation_and_memory_used() {
+    let tools = Scratch::new("nvidia-smi-answers");
+    tools.nvidia_smi(&format!("echo '{A100_ROW}'"));
+    let (document, log) = once("gpu-node", &tools.search_path());
+    let capabilities = &document["capabilities"];
+    assert_node_figures("gpu-node", capabilities, &document["heartbeat"]);
+    assert_eq!(
+        capabilities["gpus"],
+        json!([
+            {"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": 40960,
+             "uuid": A100_UUID},
+            {"id": "0000:0c:00.0", "vendor": "amd", "model": null, "mem_mb": 32752, "uuid": null},
+        ]),
+        "{log}"
+    );
+    assert_eq!(
+        document["heartbeat"]["gpu_util"],
+        json!([{"id": "0000:07:00.0", "util": 37, "mem_used_mb": 2048}, amd_util()])
+    );
+}
+
+#[test]
+fn nvidia_smi_that_fails_or_prints_garbage_leaves_the_sysfs_description() {
+    let ten_mib = format!("yes '{A100_ROW}' | head -c 10485760");
+    let quick = Duration::from_secs(4);
+    // The time limit is 5 s; the agent waits 1 s more for the helper thread to say so.
+    let limit = Duration::from_secs(7);
+    let cases = [
+        ("exits non-zero", format!("echo '{A100_ROW}'; exit 9"), "failed (exit status: 9)", quick),
+        (
+            "localized decimals",
+            "echo '0, 00000000:07:00.0, GPU-4a4f8d3c-5d12-3b1e-9d1a-6a8a2b0c7f11, NVIDIA A100-SXM4-40GB, 40.960, 2.048, 37,5'".into(),
+            "printed what is not its CSV answer",
+            quick,
+        ),
+        (
+            "truncated",
+            "printf '0, 00000000:07:00.0, GPU-4a4f8d3c-5d12-3b1e-9d1a-6a8a2b0c7f11, NVIDIA A1'".into(),
+            "printed what is not its CSV answer: output is cut short",
+            quick,
+        ),
+        ("10 MiB", ten_mib, "printed more than 64 KiB and was killed", quick),
+        (
+            "the driver is not answering",
+            "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"; exit 9".into(),
+            "failed (exit status: 9)",
+            quick,
+        ),
+        ("hangs", "exec sleep 1000".into(), "did not finish within 5 s and was killed", limit),
+    ];
+    for (case, body, logged, within) in cases {
+        let tools = Scratch::new(&format!("nvidia-smi-case-{}", case.replace(' ', "-")));
+        tools.nvidia_smi(&body);
+        let began = Instant::now();
+        let (document, log) = once("gpu-node", &tools.search_path());
+        assert!(began.elapsed() < within, "{case}: {:?}", began.elapsed());
+        assert!(
+            log.contains(&format!("WARN  nvidia-smi {logged}")),
+            "{case}: {log}"
+        );
+        assert_eq!(
+            document["capabilities"]["gpus"][0],
+            json!({"id": "0000:07:00.0", "vendor": "nvidia", "model": "NVIDIA A100-SXM4-40GB", "mem_mb": null,
+                   "uuid": A100_UUID}),
+            "{case}"
+        );
+        assert_eq!(
+            document["heartbeat"]["gpu_util"],
+            json!([amd_util()]),
+            "{case}"
+        );
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet: it runs no more).
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn nvidia_smi_that_hangs_is_killed_at_its_time_limit_and_the_heartbeats_keep_their_ticks() {
+    // It answers the first time (registration), then hangs in a child of its own, as a
+    // driver stuck in a GPU reset makes it hang.
+    let tools = Scratch::new("nvidia-smi-hangs");
+    let runs = tools.0.join("runs");
+    let hung = tools.0.join("hung.pid");
+    tools.nvidia_smi(&format!(
+        "n=$(cat {runs} 2>/dev/null || echo 0); echo $((n + 1)) > {runs}\n\
+         if [ \"$n\" -gt 0 ]; then sleep 1000 & echo $! > {hung}.new; mv {hung}.new {hung}; wait; fi\n\
+         echo '{A100_ROW}'",
+        runs = runs.display(),
+        hung = hung.display(),
+    ));
+    let tree = fixture("gpu-node");
+    let control_plane = ControlPlane::start();
+    let path = tools.search_path();
+    let mut agent = Agent::start(
+        &control_plane.url(),
+        &[
+            ("HOST_PROC", tree.join("proc").to_str().unwrap()),
+            ("HOST_SYS", tree.join("sys").to_str().unwrap()),
+            ("HOST_ROOT", tree.to_str().unwrap()),
+            ("PATH", &path),
+            NO_ENGINE,
+        ],
+    );
+    agent.expect_line("Heartbeat sent: ", WAIT);
+    let first = heartbeats(&control_plane.requests())[0].json().unwrap();
+    assert_eq!(first["gpu_util"][0]["util"], 37);
+
+    // The second run starts at least 5 s after the first, when a heartbeat asks.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !hung.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "nvidia-smi was not run again: {}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hang_began = Instant::now();
+    let before = heartbeats(&control_plane.requests()).len();
+    agent.expect_line(
+        "WARN  nvidia-smi did not finish within 5 s and was killed",
+        WAIT,
+    );
+    let hang = hang_began.elapsed();
+    let during = heartbeats(&control_plane.requests()).len() - before;
+    // One heartbeat per 0.2 s tick; a heartbeat that waited for nvidia-smi would make one in 5 s.
+    let ticks = (hang.as_secs_f64() / 0.2) as usize;
+    assert!(
+        during * 10 >= ticks * 6,
+        "{during} heartbeats in {hang:?} of hanging nvidia-smi"
+    );
+    assert!(!agent.output().contains("Skipped"), "{}", agent.output());
+
+    // Its child went with it: the process group was killed.
+    let pid = std::fs::read_to_string(&hung).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process_gone(pid.trim()) {
+        assert!(
+            Instant::now() < deadline,
+            "nvidia-smi's child {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The heartbeats now fall back: the A100 is no longer measured, the AMD card still is.
+    let after = heartbeats(&control_plane.requests()).len();
+    let deadline = Instant::now() + WAIT;
+    while heartbeats(&control_plane.requests()).len() < after + 2 {
+        assert!(Instant::now() < deadline, "no heartbeat after the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let requests = control_plane.requests();
+    let latest = heartbeats(&requests).last().unwrap().json().unwrap();
+    assert_eq!(latest["gpu_util"], json!([amd_util()]));
 }

@@ -266,6 +266,69 @@ fn install_script_installs_a_hardened_service_and_uninstalls_it() {
     }
 }
 
+#[test]
+fn install_script_allows_the_nvidia_devices_only_when_asked() {
+    let destdir =
+        DestDir(std::env::temp_dir().join(format!("miaas-install-nvidia-{}", std::process::id())));
+    let root = destdir.0.as_path();
+    let binary = support::binary();
+    let dropin = root.join("etc/systemd/system/miaas-agent.service.d/nvidia.conf");
+    install(root, &[binary.to_str().unwrap()], &[]);
+    assert!(
+        !dropin.exists(),
+        "devices allowed without NVIDIA_DEVICES=yes"
+    );
+
+    install(
+        root,
+        &[binary.to_str().unwrap()],
+        &[("NVIDIA_DEVICES", "yes")],
+    );
+    let allowed = std::fs::read_to_string(&dropin).unwrap();
+    for line in [
+        "[Service]",
+        "PrivateDevices=no",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-nvidia-frontend rw",
+    ] {
+        assert!(
+            allowed.lines().any(|l| l == line),
+            "the drop-in lacks {line}:\n{allowed}"
+        );
+    }
+    // systemd reads a drop-in as if appended to the unit.
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/miaas-agent.service")).unwrap();
+    systemd_analyze_verify(root, &format!("{unit}\n{allowed}"));
+
+    // Installing again without it takes the devices away; a bad value changes nothing.
+    install(root, &[binary.to_str().unwrap()], &[]);
+    assert!(!dropin.exists());
+    let refused = Command::new("bash")
+        .arg(repo("scripts/install.sh"))
+        .arg(&binary)
+        .env("DESTDIR", root)
+        .env("NVIDIA_DEVICES", "maybe")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "install: NVIDIA_DEVICES must be yes or no, not 'maybe'\n"
+    );
+
+    install(
+        root,
+        &[binary.to_str().unwrap()],
+        &[("NVIDIA_DEVICES", "yes")],
+    );
+    install(root, &["--uninstall"], &[]);
+    assert!(
+        !dropin.parent().unwrap().exists(),
+        "the drop-in directory is left"
+    );
+}
+
 /// `systemd-analyze verify` on the unit, its ExecStart pointed into the temporary root (verify
 /// checks that the command exists). Skipped, loudly, where systemd is not installed, except in
 /// CI, where scripts/setup.sh installs it.

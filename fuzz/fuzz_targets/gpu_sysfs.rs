@@ -44,6 +44,9 @@ fuzz_target!(|data: &[u8]| {
         let parts: Vec<&str> = gpu.id.split([':', '.']).collect();
         assert_eq!(parts.len(), 4, "not a PCI bus id: {:?}", gpu.id);
         assert!(!gpu.vendor.is_empty());
+        if let Some(uuid) = &gpu.uuid {
+            assert!(uuid.starts_with("GPU-"), "{uuid:?}");
+        }
         if let Some(model) = &gpu.model {
             assert!(!model.chars().any(char::is_control), "{model:?}");
         }

@@ -9,6 +9,7 @@ mod gpus;
 mod interfaces;
 mod kubernetes;
 mod memory;
+mod nvidia_smi;
 mod pressure;
 mod report;
 
@@ -27,6 +28,7 @@ pub mod fuzzing {
     pub use super::gpus::detect as gpus;
     pub use super::interfaces::{Addresses, local_ipv4};
     pub use super::kubernetes::api_server_version;
+    pub use super::nvidia_smi::parse as nvidia_smi;
     pub use super::pressure::{load_average, some_avg10};
 }
 pub use disk::DiskSpace;
@@ -35,7 +37,7 @@ pub use interfaces::NetworkInterface;
 pub use kubernetes::Kubernetes;
 pub use memory::Memory;
 pub use pressure::Pressure;
-pub use report::{Capabilities, DeploymentSupport, Gpu, HeartbeatPayload, round_tenth};
+pub use report::{Capabilities, DeploymentSupport, Gpu, GpuUtil, HeartbeatPayload, round_tenth};
 
 use crate::config::HostPaths;
 use crate::engine::{self, Engine};
@@ -72,7 +74,7 @@ pub fn detect(
         cpu_count,
         mem_mb: memory.total_mb(),
         disk_mb,
-        gpus: gpus::detect(&host.sys, &host.proc),
+        gpus: gpus::detect_with_nvidia_smi(&host.sys, &host.proc),
         docker: engine::describe(socket.as_deref()),
         k8s: kubernetes::detect(&host.root, kubernetes::in_pod()),
         disks: disks::detect(&host.proc, &host.root),
@@ -91,11 +93,14 @@ pub fn detect(
     Ok(capabilities)
 }
 
-/// The tags the agent adds to the operator's from what it found, each once, after theirs.
-// Hook for the GPU work of issue 11: `gpu` goes here when `capabilities.gpus` holds a compute GPU.
+/// The tags the agent adds to the operator's from what it found, each once, after theirs:
+/// `gpu` when the node has a compute GPU (so a placement rule on `gpu` needs no manual tag).
 fn detected_tags(capabilities: &Capabilities) -> Vec<&'static str> {
-    let _ = capabilities;
-    Vec::new()
+    let mut tags = Vec::new();
+    if capabilities.has_compute_gpu() {
+        tags.push("gpu");
+    }
+    tags
 }
 
 /// In a container with no host paths the figures are the container's own (its /proc shows the
@@ -153,6 +158,7 @@ pub struct Sampler {
     loadavg: Option<ProcFile>,
     buffer: Vec<u8>,
     engine: Engine,
+    gpus: gpus::GpuMeter,
 }
 
 impl Sampler {
@@ -167,15 +173,17 @@ impl Sampler {
             host,
             previous: None,
             buffer: vec![0; MEMINFO_LIMIT],
+            gpus: gpus::GpuMeter::none(),
         }
     }
 
-    /// Takes the CPU baseline anew (the next sample measures from here) and looks for the
-    /// container engine's socket.
+    /// Takes the CPU baseline anew (the next sample measures from here), looks for the
+    /// container engine's socket and finds the GPUs to measure.
     pub fn restart(&mut self) {
         self.previous = self.cpu_times().ok();
         self.engine.search();
         self.look_for_pressure();
+        self.gpus = gpus::GpuMeter::new(&self.host.sys);
     }
 
     /// Looks for the pressure and load files again (a kernel without PSI has none; they are not
@@ -236,6 +244,7 @@ impl Sampler {
             running_containers: self.engine.running_containers(),
             pressure: Pressure { cpu, memory, io },
             load_avg,
+            gpu_util: self.gpus.sample(),
         }
     }
 

@@ -86,19 +86,43 @@ pub struct DeploymentSupport {
     pub engine: bool,
 }
 
-/// One GPU of the node.
+impl Capabilities {
+    /// Whether the node has a compute GPU (`gpus` lists only those): the hook for the
+    /// automatic `gpu` tag.
+    pub fn has_compute_gpu(&self) -> bool {
+        super::gpus::has_compute_gpu(&self.gpus)
+    }
+}
+
+/// One compute GPU of the node (see `gpus::is_compute_gpu`).
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Gpu {
-    /// PCI bus id, e.g. `0000:01:00.0`.
+    /// PCI bus id, e.g. `0000:01:00.0`; a platform GPU's device name (`ff9a0000.gpu`).
     pub id: String,
-    /// `nvidia`, `amd`, `intel`, or the PCI vendor id (`0x1234`).
+    /// `nvidia`, `amd`, `intel`, the PCI vendor id (`0x1234`), or a platform GPU's device-tree
+    /// vendor (`arm`, `brcm`).
     pub vendor: String,
     pub model: Option<String>,
     pub mem_mb: Option<u64>,
+    /// nvidia-smi's `GPU-…` UUID, which `NVIDIA_VISIBLE_DEVICES` and Compose's `device_ids`
+    /// accept; null without nvidia-smi.
+    pub uuid: Option<String>,
+}
+
+/// One GPU's figures in a heartbeat; a figure that cannot be read is null.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct GpuUtil {
+    /// The `id` of the GPU in `capabilities.gpus`.
+    pub id: String,
+    /// Busy percent: nvidia-smi's `utilization.gpu`, amdgpu's `gpu_busy_percent`.
+    pub util: Option<u8>,
+    /// Device memory in use, MiB.
+    pub mem_used_mb: Option<u64>,
 }
 
 /// `POST /api/v1/nodes/{node_id}/heartbeat` body. A figure the agent could not read is left
-/// out of the JSON rather than sent as a number it did not measure.
+/// out of the JSON rather than sent as a number it did not measure; `gpu_util` is left out on a
+/// node with no GPU figures, so that its heartbeat is what it was before GPUs were measured.
 ///
 /// A new figure is a field here and an arm in `HeartbeatFields::next` (its place in the JSON).
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +135,8 @@ pub struct HeartbeatPayload {
     pub pressure: Pressure,
     /// The 1, 5 and 15 minute load averages.
     pub load_avg: Option<[f64; 3]>,
+    /// One entry per GPU with figures (nvidia-smi, amdgpu's sysfs); left out when empty.
+    pub gpu_util: Vec<GpuUtil>,
 }
 
 impl Serialize for HeartbeatPayload {
@@ -161,6 +187,8 @@ impl Map for HeartbeatFields<'_> {
                     Some(value) => ("load_avg", value),
                     None => continue,
                 },
+                6 if self.payload.gpu_util.is_empty() => continue,
+                6 => ("gpu_util", &self.payload.gpu_util),
                 _ => return None,
             };
             return Some((Cow::Borrowed(entry.0), entry.1));
@@ -182,6 +210,7 @@ mod tests {
             running_containers: vec!["web".into()],
             pressure: Pressure::default(),
             load_avg: None,
+            gpu_util: Vec::new(),
         };
         assert_eq!(
             json::to_string(&payload),
@@ -199,6 +228,19 @@ mod tests {
         assert_eq!(
             json::to_string(&payload),
             r#"{"cpu_usage":25.5,"disk_free_mb":450000,"running_containers":["web"],"pressure":{"memory":0.5},"load_avg":[1.0,0.5,0.25]}"#
+        );
+        let payload = HeartbeatPayload {
+            gpu_util: vec![GpuUtil {
+                id: "0000:07:00.0".into(),
+                util: Some(37),
+                mem_used_mb: None,
+            }],
+            ..payload
+        };
+        assert!(
+            json::to_string(&payload).ends_with(
+                r#""load_avg":[1.0,0.5,0.25],"gpu_util":[{"id":"0000:07:00.0","util":37,"mem_used_mb":null}]}"#
+            )
         );
     }
 }

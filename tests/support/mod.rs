@@ -87,6 +87,11 @@ pub struct Ended {
 /// killed. Its address space is limited to 512 MiB (`prlimit --as`), so that an agent that reads
 /// without limit fails by itself instead of taking the test machine's memory.
 pub fn run_bounded(env: &[(&str, &str)], timeout: Duration) -> Ended {
+    run_bounded_with(&[], env, timeout)
+}
+
+/// `run_bounded` with command-line arguments (`--once`).
+pub fn run_bounded_with(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ended {
     let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
         .into_iter()
         .find(|path| std::path::Path::new(path).is_file())
@@ -96,6 +101,7 @@ pub fn run_bounded(env: &[(&str, &str)], timeout: Duration) -> Ended {
         .arg(format!("--as={}", 512u64 << 20))
         .arg("--")
         .arg(binary())
+        .args(args)
         .env_clear();
     for (name, value) in env {
         command.env(name, value);
