@@ -132,11 +132,12 @@ pub fn status_of(
             format!("waiting for the health check of {}", starting.join(", ")),
         ),
         (None, false) => {
-            let count = services
-                .iter()
-                .map(|s| s.service.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
+            // Inserted, not `collect()`ed: see `compose::json::object` for what `collect()` costs.
+            let mut names = std::collections::BTreeSet::new();
+            for s in &services {
+                names.insert(s.service.as_str());
+            }
+            let count = names.len();
             let plural = if count == 1 { "" } else { "s" };
             (State::Running, format!("{count} service{plural} running"))
         }

@@ -264,12 +264,9 @@ impl ContainerSpec<'_> {
                 );
         }
         let port_bindings = (!port_bindings.is_empty()).then(|| {
-            Value::Object(
-                port_bindings
-                    .into_iter()
-                    .map(|(k, v)| (k, array(v)))
-                    .collect(),
-            )
+            Value::Object(json::object(
+                port_bindings.into_iter().map(|(k, v)| (k, array(v))),
+            ))
         });
         let (binds, mounts) = self.mounts();
         let devices: Vec<Value> = s

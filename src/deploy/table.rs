@@ -193,10 +193,11 @@ impl Table {
         since: u64,
         observed: Vec<DeploymentStatus>,
     ) -> Vec<DeploymentStatus> {
-        let mut seen: BTreeMap<String, DeploymentStatus> = observed
-            .into_iter()
-            .map(|status| (status.deployment_id.clone(), status))
-            .collect();
+        // Inserted, not `collect()`ed: see `compose::json::object` for what `collect()` costs.
+        let mut seen = BTreeMap::new();
+        for status in observed {
+            seen.insert(status.deployment_id.clone(), status);
+        }
         let mut changed = Vec::new();
         for (id, entry) in &mut self.entries {
             if entry.busy || !entry.live || entry.changed > since {
