@@ -27,6 +27,9 @@ pub struct LogPiece {
     /// only its first piece starts with the timestamp). Always false for a TTY's raw stream,
     /// whose pieces are cut wherever reads end.
     pub continued: bool,
+    /// This piece ends its frame (one whole log message is out). Always false for a TTY's raw
+    /// stream, where only newlines end lines.
+    pub last: bool,
 }
 
 /// What to ask for. `LogOptions::default()` is every line so far, with timestamps, no follow,
@@ -148,6 +151,7 @@ impl Frames {
                 source: LogSource::Stdout,
                 bytes: pending.drain(..take).collect(),
                 continued: false,
+                last: false,
             }));
         }
         loop {
@@ -187,6 +191,7 @@ impl Frames {
                 source,
                 bytes: pending.drain(..want).collect(),
                 continued,
+                last: left == want,
             }));
         }
     }
@@ -247,6 +252,7 @@ mod tests {
         assert_eq!(out.len(), 7);
         assert!(out.iter().all(|piece| piece.bytes.len() <= 16));
         assert!(!out[0].continued && out[1..].iter().all(|piece| piece.continued));
+        assert!(out[6].last && out[..6].iter().all(|piece| !piece.last));
         let joined: Vec<u8> = out.into_iter().flat_map(|piece| piece.bytes).collect();
         assert_eq!(joined, payload);
     }
