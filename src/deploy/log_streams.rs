@@ -295,13 +295,15 @@ async fn run(
                     container.sink = Some(sink);
                     continue;
                 }
-                let how = if summary.id != container.id {
-                    "recreated"
+                // The same container's log goes on after the last line seen; a recreated
+                // one's is all new.
+                if summary.id == container.id {
+                    sink.note(&format!("container {name} running again"));
+                    container.since = sink.since().or_else(|| Some(began.clone()));
                 } else {
-                    "running again"
-                };
-                sink.note(&format!("container {name} {how}"));
-                container.since = sink.since().or_else(|| Some(began.clone()));
+                    sink.note(&format!("container {name} recreated"));
+                    sink.skip = None;
+                }
             }
             container.said_stop = false;
             container.said_gone = false;
@@ -483,8 +485,13 @@ struct Sink {
     stream_id: String,
     service: String,
     dropped: u64,
-    /// The engine's timestamp of the last line, for `since` when re-attaching.
+    /// The engine's timestamp of the last line, for `since` when re-attaching, and how many
+    /// lines had that timestamp (podman's are to the second).
     last_ts: String,
+    same_ts: u32,
+    /// After re-attaching with `since`: lines the engine sends again (before that timestamp,
+    /// or the first `same_ts` at it) are skipped.
+    skip: Option<(String, u32)>,
 }
 
 impl Sink {
@@ -495,6 +502,8 @@ impl Sink {
             service: service.to_string(),
             dropped: 0,
             last_ts: String::new(),
+            same_ts: 0,
+            skip: None,
         }
     }
 
@@ -507,9 +516,22 @@ impl Sink {
             ),
             _ => ("", line),
         };
-        if !ts.is_empty() {
+        if let Some((seen, left)) = &mut self.skip {
+            if ts == seen.as_str() && *left > 0 {
+                *left -= 1;
+                return;
+            }
+            if unix_time(ts) < unix_time(seen) {
+                return;
+            }
+            self.skip = None;
+        }
+        if ts == self.last_ts {
+            self.same_ts += 1;
+        } else if !ts.is_empty() {
             self.last_ts.clear();
             self.last_ts.push_str(ts);
+            self.same_ts = 1;
         }
         if !self.flush_dropped() || self.uplink.queued_logs() >= self.uplink.log_capacity() {
             self.dropped += 1;
@@ -556,15 +578,11 @@ impl Sink {
         self.uplink.try_log(line).is_ok()
     }
 
-    /// The engine's `since` for the lines after the last one seen.
-    fn since(&self) -> Option<String> {
+    /// The engine's `since` for the lines from the last one seen on, which are skipped again.
+    fn since(&mut self) -> Option<String> {
         let (seconds, nanos) = unix_time(&self.last_ts)?;
-        let nanos = nanos + 1;
-        Some(format!(
-            "{}.{:09}",
-            seconds + i64::from(nanos / 1_000_000_000),
-            nanos % 1_000_000_000
-        ))
+        self.skip = Some((self.last_ts.clone(), self.same_ts));
+        Some(format!("{seconds}.{nanos:09}"))
     }
 }
 
