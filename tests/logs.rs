@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -77,11 +76,9 @@ impl Viewer {
             match self.ws.read() {
                 Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
                 Ok(Message::Close(frame)) => {
-                    self.closed = Some(
-                        frame.map_or((1005, String::new()), |f| {
-                            (u16::from(f.code), f.reason.to_string())
-                        }),
-                    );
+                    self.closed = Some(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
@@ -213,7 +210,11 @@ fn wait_running(cp: &ControlPlane, agent: &mut Agent, id: &str, generation: u64)
                 && m.json["status"] == "running"
         })
     });
-    assert!(ok, "{id} generation {generation} not running:\n{}", agent.output());
+    assert!(
+        ok,
+        "{id} generation {generation} not running:\n{}",
+        agent.output()
+    );
 }
 
 #[test]
@@ -317,4 +318,488 @@ fn a_deployments_lines_reach_a_viewer_in_order_through_restarts_and_applies() {
     let errors = cp.channel_protocol_errors();
     assert!(errors.is_empty(), "{errors:?}");
     drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fake engine serving the logs API, for rates and abuse.
+
+/// What a fake container's logs call answers.
+#[derive(Clone, Debug)]
+enum Logs {
+    /// `count` lines `line-<n>` on stdout, then (when followed) nothing more until the request is
+    /// closed.
+    Lines(usize),
+    /// Lines of `size` bytes (`line-<n> xxx…`) at `bytes_per_second` for `time`, then held
+    /// open. Each line carries the time it was written (`@<µs since the Unix epoch>`).
+    Rate {
+        size: usize,
+        bytes_per_second: usize,
+        time: Duration,
+    },
+    /// An answer that is not a log stream.
+    Garbage,
+    /// One message of this many bytes without a newline, then `after`.
+    Huge(usize),
+    /// `count` lines, then the container is gone: its follow ends, it leaves the list.
+    RemovedAfter(usize),
+}
+
+struct FakeContainer {
+    id: String,
+    deployment: String,
+    service: String,
+    logs: Logs,
+}
+
+#[derive(Default)]
+struct FakeState {
+    containers: Mutex<Vec<FakeContainer>>,
+    /// Logs requests answered and not yet closed by the agent.
+    follows_open: AtomicUsize,
+    follows_total: AtomicUsize,
+    /// Bytes of log written to the agent.
+    written: std::sync::atomic::AtomicU64,
+}
+
+struct FakeEngine {
+    dir: PathBuf,
+    socket: PathBuf,
+    state: Arc<FakeState>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeEngine {
+    fn start(name: &str) -> FakeEngine {
+        let dir = std::env::temp_dir().join(format!("miaas-logs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("engine.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let state = Arc::new(FakeState::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, stopping) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { break };
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        FakeEngine {
+            dir,
+            socket,
+            state,
+            stop,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn add(&self, deployment: &str, service: &str, logs: Logs) {
+        let mut containers = self.state.containers.lock().unwrap();
+        let id = format!("{deployment}-{service}-1");
+        containers.push(FakeContainer {
+            id,
+            deployment: deployment.into(),
+            service: service.into(),
+            logs,
+        });
+    }
+
+    fn follows_open(&self) -> usize {
+        self.state.follows_open.load(Ordering::SeqCst)
+    }
+
+    #[track_caller]
+    fn wait_follows_open(&self, want: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.follows_open() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{} engine follow requests open, not {want}",
+                self.follows_open()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for FakeEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.socket);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn container_json(c: &FakeContainer) -> Value {
+    let labels = json!({"io.miaas.deployment": c.deployment, "io.miaas.generation": "1",
+        "com.docker.compose.project": c.deployment, "com.docker.compose.service": c.service,
+        "com.docker.compose.container-number": "1", "com.docker.compose.oneoff": "False"});
+    json!({"Id": c.id, "Names": [format!("/{}", c.id)], "Image": "busybox", "ImageID": "sha256:0",
+        "Labels": labels, "State": "running", "Status": "Up 1 second",
+        "Name": format!("/{}", c.id), "RestartCount": 0,
+        "Config": {"Image": "busybox", "Labels": labels, "Tty": false}})
+}
+
+fn http(stream: &mut UnixStream, status: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nApi-Version: 1.44\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn frame(out: &mut Vec<u8>, stream: u8, payload: &[u8]) {
+    out.extend_from_slice(&[stream, 0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+const TS: &str = "2026-12-02T00:00:00.000000000Z";
+
+fn serve(mut stream: UnixStream, state: &FakeState) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match std::io::Read::read(&mut stream, &mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+    let path = target.split('?').next().unwrap();
+    let path = match path.strip_prefix("/v1.") {
+        Some(rest) => &rest[rest.find('/').unwrap_or(0)..],
+        None => path,
+    };
+    if path == "/version" {
+        return http(
+            &mut stream,
+            "200 OK",
+            r#"{"Version":"fake","ApiVersion":"1.44","MinAPIVersion":"1.24"}"#,
+        );
+    }
+    if path == "/containers/json" {
+        let containers = state.containers.lock().unwrap();
+        let list: Vec<Value> = containers.iter().map(container_json).collect();
+        return http(&mut stream, "200 OK", &Value::Array(list).to_string());
+    }
+    let Some(rest) = path.strip_prefix("/containers/") else {
+        return http(
+            &mut stream,
+            "404 Not Found",
+            r#"{"message":"no such route"}"#,
+        );
+    };
+    let (id, what) = rest.split_once('/').unwrap_or((rest, ""));
+    let found = state
+        .containers
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.id == id)
+        .map(|c| (container_json(c), c.logs.clone()));
+    let Some((mut json, logs)) = found else {
+        return http(
+            &mut stream,
+            "404 Not Found",
+            r#"{"message":"no such container"}"#,
+        );
+    };
+    match what {
+        "json" => {
+            json["State"] = json!({"Status": "running", "Running": true, "ExitCode": 0,
+                "StartedAt": TS});
+            http(&mut stream, "200 OK", &json.to_string())
+        }
+        "logs" => {
+            state.follows_open.fetch_add(1, Ordering::SeqCst);
+            state.follows_total.fetch_add(1, Ordering::SeqCst);
+            let follow = target.contains("follow=true");
+            serve_logs(&mut stream, state, id, &logs, follow);
+            state.follows_open.fetch_sub(1, Ordering::SeqCst);
+        }
+        _ => http(
+            &mut stream,
+            "404 Not Found",
+            r#"{"message":"no such route"}"#,
+        ),
+    }
+}
+
+fn serve_logs(stream: &mut UnixStream, state: &FakeState, id: &str, logs: &Logs, follow: bool) {
+    let head: &[u8] = if matches!(logs, Logs::Garbage) {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\nApi-Version: 1.44\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n"
+    };
+    if stream.write_all(head).is_err() {
+        return;
+    }
+    let mut out = Vec::new();
+    let send = |stream: &mut UnixStream, out: &mut Vec<u8>| {
+        let ok = stream.write_all(out).is_ok();
+        state.written.fetch_add(out.len() as u64, Ordering::Relaxed);
+        out.clear();
+        ok
+    };
+    match logs {
+        Logs::Lines(count) | Logs::RemovedAfter(count) => {
+            for n in 1..=*count {
+                frame(&mut out, 1, format!("{TS} line-{n}\n").as_bytes());
+            }
+            if !send(stream, &mut out) {
+                return;
+            }
+            if let Logs::RemovedAfter(_) = logs {
+                state.containers.lock().unwrap().retain(|c| c.id != id);
+                return;
+            }
+        }
+        Logs::Garbage => {
+            let _ = stream.write_all(b"\xde\xad\xbe\xef this is not a log stream at all\n");
+        }
+        Logs::Huge(size) => {
+            let mut payload = format!("{TS} ").into_bytes();
+            payload.resize(*size, b'x');
+            frame(&mut out, 2, &payload);
+            frame(&mut out, 1, format!("{TS} after\n").as_bytes());
+            if !send(stream, &mut out) {
+                return;
+            }
+        }
+        Logs::Rate {
+            size,
+            bytes_per_second,
+            time,
+        } => {
+            let began = Instant::now();
+            let tick = Duration::from_millis(10);
+            let per_tick = (bytes_per_second / 100 / size).max(1);
+            let mut n = 0u64;
+            let mut next = began;
+            while began.elapsed() < *time {
+                for _ in 0..per_tick {
+                    n += 1;
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros();
+                    let mut line = format!("{TS} line-{n} @{at} ").into_bytes();
+                    line.resize(size - 1, b'x');
+                    line.push(b'\n');
+                    frame(&mut out, 1, &line);
+                }
+                if !send(stream, &mut out) {
+                    return;
+                }
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+    if follow {
+        // Held open until the agent closes it.
+        let mut buf = [0u8; 64];
+        while let Ok(read) = std::io::Read::read(stream, &mut buf) {
+            if read == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// A fake engine with `containers`, the control plane, and the agent on both, with the
+/// deployments it found on the engine reported in its `hello`.
+fn fake_setup(
+    name: &str,
+    containers: &[(&str, &str, Logs)],
+) -> (FakeEngine, ControlPlane, Agent, String) {
+    let engine = FakeEngine::start(name);
+    for (deployment, service, logs) in containers {
+        engine.add(deployment, service, logs.clone());
+    }
+    let cp = ControlPlane::start();
+    let (agent, node) = start_agent(&cp, name, &[("DOCKER_HOST", &engine.host())]);
+    (engine, cp, agent, node)
+}
+
+fn log_end(cp: &ControlPlane, stream_id: &str) -> Option<Value> {
+    cp.channel_messages()
+        .iter()
+        .find(|m| m.kind() == Some("log_end") && m.json["stream_id"] == stream_id)
+        .map(|m| m.json.clone())
+}
+
+#[test]
+fn a_logs_request_for_an_unknown_deployment_ends_at_once() {
+    let (_engine, cp, _agent, node) = fake_setup("unknown", &[("known", "a", Logs::Lines(3))]);
+    assert!(cp.send_to_node(
+        &node,
+        &json!({"type": "logs", "stream_id": "s-1", "deployment_id": "nobody"})
+    ));
+    assert!(cp.wait_until_channel(WAIT, |_| log_end(&cp, "s-1").is_some()));
+    assert_eq!(log_end(&cp, "s-1").unwrap()["reason"], "unknown_deployment");
+    // A known one is served (and the fake engine's deployments were learnt from `hello`).
+    let mut viewer = Viewer::open(&cp, "deployment=known");
+    let mut lines = Vec::new();
+    viewer.until(&mut lines, WAIT, |l| has(l, "a", "stdout", "line-3"));
+    assert_eq!(assert_in_order(&lines, "a", "stdout"), 3);
+}
+
+#[test]
+fn garbage_from_the_engine_ends_the_stream_with_an_error_and_nothing_else() {
+    let (engine, cp, mut agent, _node) = fake_setup(
+        "garbage",
+        &[("bad", "a", Logs::Garbage), ("good", "b", Logs::Lines(2))],
+    );
+    let mut viewer = Viewer::open(&cp, "deployment=bad");
+    let (code, reason) = viewer.closed_within(WAIT);
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.starts_with("error: following bad-a-1: "), "{reason}");
+    engine.wait_follows_open(0);
+    // The agent goes on: another stream works, and the channel stayed up.
+    let mut viewer = Viewer::open(&cp, "deployment=good");
+    let mut lines = Vec::new();
+    viewer.until(&mut lines, WAIT, |l| has(l, "b", "stdout", "line-2"));
+    assert_eq!(cp.channel_connections(&_node), 1, "{}", agent.output());
+}
+
+#[test]
+fn a_10_mb_line_without_newline_is_cut_and_marked() {
+    let size = 10 * 1024 * 1024;
+    let (_engine, cp, _agent, _node) = fake_setup("huge", &[("huge", "a", Logs::Huge(size))]);
+    let mut viewer = Viewer::open(&cp, "deployment=huge");
+    let mut lines = Vec::new();
+    viewer.until(&mut lines, WAIT, |l| has(l, "a", "stdout", "after"));
+    let cut = lines
+        .iter()
+        .find(|l| l["stream"] == "stderr")
+        .unwrap_or_else(|| panic!("{}", show(&lines)));
+    let text = cut["line"].as_str().unwrap();
+    assert!(text.len() <= 16 * 1024, "{}", text.len());
+    let (kept, marker) = text.split_once('…').unwrap();
+    assert!(kept.bytes().all(|b| b == b'x'), "{kept}");
+    let cut_bytes: usize = marker
+        .trim_start_matches(" [cut: ")
+        .trim_end_matches(" bytes]")
+        .parse()
+        .unwrap();
+    // The whole message less its timestamp and the space after it.
+    assert_eq!(kept.len() + cut_bytes, size - TS.len() - 1);
+    assert_eq!(cut["ts"], TS);
+}
+
+#[test]
+fn a_container_removed_mid_stream_is_said_and_the_stream_goes_on() {
+    let (engine, cp, _agent, _node) = fake_setup(
+        "removed",
+        &[
+            ("shop", "a", Logs::RemovedAfter(5)),
+            ("shop", "b", Logs::Lines(1)),
+        ],
+    );
+    let mut viewer = Viewer::open(&cp, "deployment=shop");
+    let mut lines = Vec::new();
+    viewer.until(&mut lines, WAIT, |l| {
+        has(l, "a", "agent", "container shop-a-1 removed") && has(l, "b", "stdout", "line-1")
+    });
+    assert_eq!(assert_in_order(&lines, "a", "stdout"), 5);
+    // `b` is still followed; closing the viewer closes that request at the engine.
+    engine.wait_follows_open(1);
+    drop(viewer);
+    engine.wait_follows_open(0);
+    assert!(cp.wait_until_channel(WAIT, |_| {
+        log_end(&cp, "v-1").is_some_and(|end| end["reason"] == "stopped")
+    }));
+}
+
+#[test]
+fn a_channel_drop_stops_every_stream_and_none_comes_back() {
+    let (engine, cp, mut agent, node) = fake_setup(
+        "drop",
+        &[
+            ("one", "a", Logs::Lines(1)),
+            ("two", "b", Logs::Lines(1)),
+            ("two", "c", Logs::Lines(1)),
+        ],
+    );
+    let mut viewers: Vec<Viewer> = ["one", "two", "two"]
+        .iter()
+        .map(|d| Viewer::open(&cp, &format!("deployment={d}")))
+        .collect();
+    engine.wait_follows_open(5);
+    let before = engine.state.follows_total.load(Ordering::SeqCst);
+    assert!(cp.drop_channel(&node));
+    for viewer in &mut viewers {
+        assert_eq!(viewer.closed_within(WAIT).0, 4503);
+    }
+    // Every follow request is closed at the engine, and the new connection starts none.
+    engine.wait_follows_open(0);
+    assert!(
+        cp.wait_until_channel(WAIT, |m| m
+            .iter()
+            .filter(|m| m.kind() == Some("hello"))
+            .count()
+            == 2),
+        "{}",
+        agent.output()
+    );
+    assert_eq!(engine.state.follows_total.load(Ordering::SeqCst), before);
+    assert_eq!(engine.follows_open(), 0);
+}
+
+#[test]
+fn thirty_two_streams_at_once_and_past_the_cap_one_is_refused() {
+    let deployments: Vec<String> = (0..4).map(|n| format!("d{n}")).collect();
+    let containers: Vec<(&str, &str, Logs)> = deployments
+        .iter()
+        .flat_map(|d| {
+            [
+                (d.as_str(), "a", Logs::Lines(50)),
+                (d.as_str(), "b", Logs::Lines(50)),
+            ]
+        })
+        .collect();
+    let (engine, cp, _agent, _node) = fake_setup("many", &containers);
+    let mut viewers: Vec<Viewer> = (0..32)
+        .map(|n| Viewer::open(&cp, &format!("deployment=d{}", n % 4)))
+        .collect();
+    for viewer in &mut viewers {
+        let mut lines = Vec::new();
+        viewer.until(&mut lines, WAIT, |l| {
+            has(l, "a", "stdout", "line-50") && has(l, "b", "stdout", "line-50")
+        });
+        // In order; a gap only where a `… N lines dropped …` line stands.
+        assert_in_order(&lines, "a", "stdout");
+        assert_in_order(&lines, "b", "stdout");
+    }
+    engine.wait_follows_open(64);
+    // Up to the cap of 64 streams, then one more is refused.
+    viewers.extend((32..64).map(|n| Viewer::open(&cp, &format!("deployment=d{}", n % 4))));
+    engine.wait_follows_open(128);
+    let mut refused = Viewer::open(&cp, "deployment=d0");
+    let (code, reason) = refused.closed_within(WAIT);
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            1011,
+            "error: too many log streams: this node serves at most 64 at once"
+        )
+    );
+    // One goes, one more fits.
+    viewers.pop();
+    engine.wait_follows_open(126);
+    let mut again = Viewer::open(&cp, "deployment=d1");
+    let mut lines = Vec::new();
+    again.until(&mut lines, WAIT, |l| has(l, "b", "stdout", "line-50"));
 }

@@ -43,6 +43,10 @@ pub const LOOK_MAX: Duration = Duration::from_secs(10);
 /// Pieces read in a row before the follower lets the executor's other tasks (the channel's
 /// writer, pings, other streams) run: a container writing without pause never starves them.
 const PIECES_BETWEEN_YIELDS: u32 = 32;
+/// How long a line may wait for room in the uplink's log lane before lines are dropped.
+pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// How often a follower whose container is silent tries again to say it dropped lines.
+const RETRY_NOTE: Duration = Duration::from_millis(50);
 /// The most of a line kept while it is assembled: the text's cap and the engine's timestamp.
 const LINE_ROOM: usize = MAX_LOG_TEXT_BYTES + 64;
 
@@ -259,10 +263,13 @@ async fn run(
             let Some(service) = summary.labels.get(SERVICE_LABEL) else {
                 continue;
             };
-            if summary
-                .labels
-                .get(ONEOFF_LABEL)
-                .is_some_and(|o| o == "True")
+            // The list is filtered by the engine already; an engine that ignores the filter must
+            // not show another deployment's lines.
+            if summary.labels.get(DEPLOYMENT_LABEL) != Some(&request.deployment_id)
+                || summary
+                    .labels
+                    .get(ONEOFF_LABEL)
+                    .is_some_and(|o| o == "True")
                 || request.service.as_ref().is_some_and(|only| only != service)
             {
                 continue;
@@ -411,7 +418,30 @@ async fn follow(
         let mut stream = engine.logs(&id, &options).await?;
         let mut lines = [Partial::default(), Partial::default()];
         let mut pieces = 0u32;
-        while let Some(piece) = stream.next().await? {
+        loop {
+            let piece = if sink.dropped == 0 {
+                stream.next().await?
+            } else {
+                // Lines were dropped: say so as soon as there is room, even when the container
+                // has nothing more to say (`next` loses nothing when it is given up).
+                let retry = async {
+                    Timer::after(RETRY_NOTE).await;
+                    Ok(None)
+                };
+                match future::or(async { stream.next().await.map(Some) }, retry).await? {
+                    Some(piece) => piece,
+                    None => {
+                        sink.flush_dropped();
+                        continue;
+                    }
+                }
+            };
+            let Some(piece) = piece else { break };
+            // A burst (a tail, a container's start) waits a little for room rather than being
+            // dropped; a container that goes on faster than the link is dropped without waiting.
+            if sink.dropped == 0 {
+                sink.uplink.room_for_logs(ROOM_WAIT).await;
+            }
             let (index, source) = match piece.source {
                 LogSource::Stderr => (1, "stderr"),
                 _ => (0, "stdout"),

@@ -5,7 +5,11 @@
 //! refused when the lane is full: the log streamer counts what it could not send and reports it
 //! as a `… N lines dropped …` line once there is room again.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use async_channel::{Receiver, Sender, TrySendError};
+use event_listener::Event;
 
 use super::messages::{DeploymentStatus, ErrorReport, LogEnd, LogLine, Up};
 
@@ -20,6 +24,9 @@ pub const LOG_CAPACITY: usize = 128;
 pub struct Uplink {
     priority: Sender<Up>,
     logs: Sender<Up>,
+    /// Signalled when the log lane has drained to half (and when a connection's lines are
+    /// dropped): log streams waiting for room go on.
+    room: Arc<Event>,
 }
 
 /// The writer's end.
@@ -27,16 +34,23 @@ pub struct Uplink {
 pub(super) struct UpQueues {
     pub priority: Receiver<Up>,
     pub logs: Receiver<Up>,
+    room: Arc<Event>,
 }
 
 pub(super) fn queues(log_capacity: usize) -> (Uplink, UpQueues) {
     let (priority, priority_out) = async_channel::bounded(PRIORITY_CAPACITY);
     let (logs, logs_out) = async_channel::bounded(log_capacity.max(1));
+    let room = Arc::new(Event::new());
     (
-        Uplink { priority, logs },
+        Uplink {
+            priority,
+            logs,
+            room: room.clone(),
+        },
         UpQueues {
             priority: priority_out,
             logs: logs_out,
+            room,
         },
     )
 }
@@ -84,6 +98,31 @@ impl Uplink {
     pub fn log_capacity(&self) -> usize {
         self.logs.capacity().unwrap_or(0)
     }
+
+    /// Waits until the log lane has room, at most `within`; whether it has.
+    pub async fn room_for_logs(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if !self.logs.is_full() {
+                return true;
+            }
+            let drained = self.room.listen();
+            if !self.logs.is_full() {
+                return true;
+            }
+            let signalled = async {
+                drained.await;
+                true
+            };
+            let late = async {
+                async_io::Timer::at(deadline).await;
+                false
+            };
+            if !futures_lite::future::or(signalled, late).await {
+                return !self.logs.is_full();
+            }
+        }
+    }
 }
 
 impl UpQueues {
@@ -93,7 +132,13 @@ impl UpQueues {
             return Some(message);
         }
         let priority = async { self.priority.recv().await.ok() };
-        let logs = async { self.logs.recv().await.ok() };
+        let logs = async {
+            let line = self.logs.recv().await.ok();
+            if self.logs.len() == self.logs.capacity().unwrap_or(0) / 2 {
+                self.room.notify(usize::MAX);
+            }
+            line
+        };
         // `or` polls the first future first: statuses that arrive together with log lines win.
         futures_lite::future::or(priority, logs).await
     }
@@ -104,6 +149,7 @@ impl UpQueues {
         while self.logs.try_recv().is_ok() {
             dropped += 1;
         }
+        self.room.notify(usize::MAX);
         dropped
     }
 }
