@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
@@ -43,8 +43,12 @@ pub const LOOK_MAX: Duration = Duration::from_secs(10);
 /// Pieces read in a row before the follower lets the executor's other tasks (the channel's
 /// writer, pings, other streams) run: a container writing without pause never starves them.
 const PIECES_BETWEEN_YIELDS: u32 = 32;
-/// How long a line may wait for room in the uplink's log lane before lines are dropped.
+/// How long a follower may wait for room in the uplink's log lane in each [`WAIT_WINDOW`]
+/// before it drops lines instead: a burst (a tail, a container's start) gets through whole,
+/// while a container that goes on faster than the link is read as fast as it writes (its lines
+/// dropped), never left to fall further and further behind.
 pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+const WAIT_WINDOW: Duration = Duration::from_secs(10);
 /// How often a follower whose container is silent tries again to say it dropped lines.
 const RETRY_NOTE: Duration = Duration::from_millis(50);
 /// The most of a line kept while it is assembled: the text's cap and the engine's timestamp.
@@ -439,8 +443,16 @@ async fn follow(
             let Some(piece) = piece else { break };
             // A burst (a tail, a container's start) waits a little for room rather than being
             // dropped; a container that goes on faster than the link is dropped without waiting.
-            if sink.dropped == 0 {
-                sink.uplink.room_for_logs(ROOM_WAIT).await;
+            if sink.dropped == 0 && sink.uplink.queued_logs() >= sink.uplink.log_capacity() {
+                if sink.window.elapsed() >= WAIT_WINDOW {
+                    (sink.window, sink.waited) = (Instant::now(), Duration::ZERO);
+                }
+                let budget = ROOM_WAIT.saturating_sub(sink.waited);
+                if !budget.is_zero() {
+                    let began = Instant::now();
+                    sink.uplink.room_for_logs(budget).await;
+                    sink.waited += began.elapsed();
+                }
             }
             let (index, source) = match piece.source {
                 LogSource::Stderr => (1, "stderr"),
@@ -519,6 +531,9 @@ struct Sink {
     /// lines had that timestamp (podman's are to the second).
     last_ts: String,
     same_ts: u32,
+    /// Time spent waiting for room in the lane since `window` began.
+    waited: Duration,
+    window: Instant,
     /// After re-attaching with `since`: lines the engine sends again (before that timestamp,
     /// or the first `same_ts` at it) are skipped.
     skip: Option<(String, u32)>,
@@ -533,6 +548,8 @@ impl Sink {
             dropped: 0,
             last_ts: String::new(),
             same_ts: 0,
+            waited: Duration::ZERO,
+            window: Instant::now(),
             skip: None,
         }
     }
