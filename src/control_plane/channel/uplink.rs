@@ -153,3 +153,35 @@ impl UpQueues {
         dropped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> LogLine {
+        LogLine::new("s", "a", "stdout", "t", n.to_string().as_bytes(), 0)
+    }
+
+    #[test]
+    fn a_full_log_lane_refuses_lines_and_signals_room_when_half_drained() {
+        let (uplink, queues) = queues(4);
+        for n in 0..4 {
+            assert!(uplink.try_log(line(n)).is_ok());
+        }
+        assert!(uplink.try_log(line(4)).is_err());
+        async_io::block_on(async {
+            let short = Duration::from_millis(20);
+            assert!(!uplink.room_for_logs(short).await, "no room yet");
+            let waiting = uplink.room_for_logs(Duration::from_secs(5));
+            let draining = async {
+                // One taken: room, but the waiters are woken at half.
+                queues.next().await;
+                queues.next().await;
+                true
+            };
+            let (room, _) = futures_lite::future::zip(waiting, draining).await;
+            assert!(room);
+        });
+        assert_eq!(queues.drop_logs(), 2);
+    }
+}
