@@ -77,8 +77,8 @@ struct Open {
 
 /// What wakes a stream's task.
 enum Wake {
-    /// A container's follow ended.
-    Ended(Followed),
+    /// A container's follow ended (boxed: the sink is most of a stream's state).
+    Ended(Box<Followed>),
     /// The deployment changed: look at its containers.
     Look,
 }
@@ -474,7 +474,7 @@ async fn follow(
     let error = read.await.err();
     sink.flush_dropped();
     let followed = Followed { name, sink, error };
-    let _ = wake.send(Wake::Ended(followed)).await;
+    let _ = wake.send(Wake::Ended(Box::new(followed))).await;
 }
 
 /// One line being assembled, out of pieces of one source.
@@ -638,7 +638,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
