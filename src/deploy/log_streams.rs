@@ -65,6 +65,8 @@ struct Inner {
     uplink: Uplink,
     open: Mutex<HashMap<String, Open>>,
     serial: AtomicU64,
+    /// The uplink's count of ended connections when the streams were last looked at.
+    connections_ended: AtomicU64,
 }
 
 /// An open stream: dropping its task cancels it and its followers (closing their requests).
@@ -99,6 +101,7 @@ impl LogStreams {
                 uplink,
                 open: Mutex::default(),
                 serial: AtomicU64::new(0),
+                connections_ended: AtomicU64::new(0),
             }),
         }
     }
@@ -116,6 +119,12 @@ impl LogStreams {
         engine: Result<EngineClient, String>,
     ) {
         let uplink = &self.inner.uplink;
+        let ended = uplink.connections_ended();
+        if self.inner.connections_ended.swap(ended, Ordering::SeqCst) != ended {
+            // A connection ended and its `ChannelLost` did not come (the command queue was
+            // full): its streams are over all the same, and their slots free.
+            self.channel_lost();
+        }
         if !known {
             let ended = end(&request.stream_id, "unknown_deployment", None);
             return uplink.log_end(ended).await;

@@ -6,6 +6,7 @@
 //! as a `… N lines dropped …` line once there is room again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender, TrySendError};
@@ -27,6 +28,8 @@ pub struct Uplink {
     /// Signalled when the log lane has drained to half (and when a connection's lines are
     /// dropped): log streams waiting for room go on.
     room: Arc<Event>,
+    /// Connections ended so far.
+    ended: Arc<AtomicU64>,
 }
 
 /// The writer's end.
@@ -35,22 +38,26 @@ pub(super) struct UpQueues {
     pub priority: Receiver<Up>,
     pub logs: Receiver<Up>,
     room: Arc<Event>,
+    ended: Arc<AtomicU64>,
 }
 
 pub(super) fn queues(log_capacity: usize) -> (Uplink, UpQueues) {
     let (priority, priority_out) = async_channel::bounded(PRIORITY_CAPACITY);
     let (logs, logs_out) = async_channel::bounded(log_capacity.max(1));
     let room = Arc::new(Event::new());
+    let ended = Arc::new(AtomicU64::new(0));
     (
         Uplink {
             priority,
             logs,
             room: room.clone(),
+            ended: ended.clone(),
         },
         UpQueues {
             priority: priority_out,
             logs: logs_out,
             room,
+            ended,
         },
     )
 }
@@ -99,6 +106,12 @@ impl Uplink {
         self.logs.capacity().unwrap_or(0)
     }
 
+    /// How many connections have ended: log streams started before the last end are over
+    /// even when the `ChannelLost` command could not be queued (a full command queue).
+    pub fn connections_ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
+    }
+
     /// Waits until the log lane has room, at most `within`; whether it has.
     pub async fn room_for_logs(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
@@ -143,12 +156,14 @@ impl UpQueues {
         futures_lite::future::or(priority, logs).await
     }
 
-    /// Forgets the log lines of a connection that ended: their streams end with it.
+    /// Forgets the log lines of a connection that ended (their streams end with it), and counts
+    /// the end.
     pub fn drop_logs(&self) -> usize {
         let mut dropped = 0;
         while self.logs.try_recv().is_ok() {
             dropped += 1;
         }
+        self.ended.fetch_add(1, Ordering::SeqCst);
         self.room.notify(usize::MAX);
         dropped
     }
