@@ -78,6 +78,14 @@ examples=$target_dir/$target/release/examples
 "$examples/bench" "$work/miaas-agent-plain" "$examples/bare-client" "$examples/bare-ureq"
 "$examples/bench-deploy" "dist/$target/miaas-agent" 2> >(grep -v '^control-plane |' >&2)
 
+# Log streaming: the default build against tests/logs.rs's fake engine and the test control
+# plane, both built optimised (a debug-built control plane cannot take 80,000 lines a second);
+# LTO off for that test build alone, which measures the agent binary, not itself.
+echo "bench: log streaming" >&2
+MIAAS_AGENT_BIN="$PWD/dist/$target/miaas-agent" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+  cargo test --quiet --release --locked --test logs -- --ignored --nocapture --exact bench_log_streaming 2>/dev/null |
+  grep '^| log streaming' || echo "| log streaming | the benchmark failed: cargo test --release --test logs -- --ignored bench_log_streaming | |"
+
 if [ ${#over[@]} -gt 0 ]; then
   printf '%s\n' "${over[@]}" >&2
   exit 1

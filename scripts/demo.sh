@@ -3,12 +3,13 @@
 # against it with a 2 s heartbeat, both printing what they do. When podman and a static busybox
 # are here (scripts/setup.sh), it also starts a private podman service (its own storage and
 # socket, as the tests do), posts a small deployment once the agent has registered, shows its
-# status reaching `running`, and leaves it running. Ctrl-C stops everything and removes it.
+# status reaching `running`, then its logs as a viewer of the control plane's /ws/logs sees
+# them (examples/log-viewer.rs), and leaves it running. Ctrl-C stops everything and removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 listen=${LISTEN:-127.0.0.1:8080}
-cargo build --quiet --release --example control-plane
+cargo build --quiet --release --example control-plane --example log-viewer
 cargo build --quiet --release --target x86_64-unknown-linux-musl
 
 pids=()
@@ -72,7 +73,7 @@ if [ ${#engine_env[@]} -gt 0 ]; then
     sleep 0.1
   done
   if [ -n "$node" ]; then
-    compose='services:\n  web:\n    image: nginx:1\n    command: [\"/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n    ports: [\"127.0.0.1:18080:8080\"]\n    environment:\n      GREETING: ${GREETING}\n'
+    compose='services:\n  web:\n    image: nginx:1\n    command: [\"/busybox\", \"httpd\", \"-f\", \"-v\", \"-p\", \"8080\"]\n    ports: [\"127.0.0.1:18080:8080\"]\n    environment:\n      GREETING: ${GREETING}\n  clock:\n    image: nginx:1\n    command: [\"/busybox\", \"sh\", \"-c\", \"while true; do echo tick; echo tock >&2; /busybox sleep 2; done\"]\n'
     echo "demo: POST /api/v1/nodes/$node/deploy (deployment demo-web)"
     curl -s -X POST "http://$listen/api/v1/nodes/$node/deploy" -H 'content-type: application/json' \
       -d "{\"deployment_id\": \"demo-web\", \"template_id\": \"demo\", \"rendered_compose\": \"$compose\", \"env\": {\"GREETING\": \"hello\"}}"
@@ -84,6 +85,10 @@ if [ ${#engine_env[@]} -gt 0 ]; then
       sleep 0.5
     done
     echo "demo: demo-web stays up while the demo runs (http://127.0.0.1:18080/)"
+    echo "demo: its logs, as a viewer of ws://$listen/ws/logs?deployment=demo-web sees them:"
+    target/release/examples/log-viewer "$listen" demo-web > >(sed -u "s/^/viewer | /") &
+    pids+=($!)
+    curl -s -o /dev/null "http://127.0.0.1:18080/" || true
   fi
 fi
 wait "$agent" || true

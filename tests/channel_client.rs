@@ -606,6 +606,7 @@ fn statuses_go_before_log_lines() {
                 "stdout",
                 "t",
                 format!("line {n}").as_bytes(),
+                0,
             ))
             .unwrap();
     }
@@ -633,7 +634,7 @@ fn a_slow_reader_does_not_grow_the_up_queue() {
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         offered += 1;
-        match uplink.try_log(LogLine::new("v", "db", "stdout", "t", &text)) {
+        match uplink.try_log(LogLine::new("v", "db", "stdout", "t", &text, 0)) {
             Ok(()) => {
                 accepted += 1;
                 refused_in_a_row = 0;

@@ -268,7 +268,8 @@ impl ControlPlane {
         self.relay().deployment(deployment_id)
     }
 
-    /// Every message agents sent on their channels, in arrival order.
+    /// Every message agents sent on their channels, in arrival order, but well-formed `log`
+    /// lines (counted in [`ControlPlane::log_lines_received`]).
     pub fn channel_messages(&self) -> Vec<ChannelMessage> {
         self.relay().messages.snapshot()
     }
@@ -344,6 +345,12 @@ impl ControlPlane {
     /// Log lines dropped because a viewer's queue ([`VIEWER_QUEUE`] lines) was full.
     pub fn log_lines_dropped(&self) -> u64 {
         self.relay().dropped_lines()
+    }
+
+    /// `log` messages received from agents (they are not in [`ControlPlane::channel_messages`]:
+    /// a stream may carry millions).
+    pub fn log_lines_received(&self) -> u64 {
+        self.relay().log_lines()
     }
 
     /// Open log streams (viewers) of a deployment.

@@ -147,6 +147,8 @@ impl Channel {
 struct ViewerState {
     lines: VecDeque<String>,
     close: Option<(u16, String)>,
+    /// Lines dropped since the viewer was last told.
+    dropped: u64,
 }
 
 /// A log viewer's queue: lines to send, then possibly a close.
@@ -180,7 +182,15 @@ impl Viewer {
         if state.close.is_some() {
             return true;
         }
-        if state.lines.len() >= VIEWER_QUEUE {
+        // The viewer hears how many it missed, in their place, once there is room to say it.
+        if state.dropped > 0 && state.lines.len() + 2 <= VIEWER_QUEUE {
+            let note = json!({"service": null, "stream": "relay", "ts": null,
+                "line": format!("… {} lines dropped …", state.dropped)});
+            state.lines.push_back(note.to_string());
+            state.dropped = 0;
+        }
+        if state.lines.len() >= VIEWER_QUEUE || state.dropped > 0 {
+            state.dropped += 1;
             return false;
         }
         state.lines.push_back(line);
@@ -290,6 +300,8 @@ pub(crate) struct Relay {
     disabled: AtomicBool,
     ignore_acks: AtomicBool,
     dropped_lines: AtomicU64,
+    /// `log` messages received: counted, not kept in `messages` (a stream may carry millions).
+    log_lines: AtomicU64,
 }
 
 impl Relay {
@@ -311,6 +323,10 @@ impl Relay {
 
     pub fn dropped_lines(&self) -> u64 {
         self.dropped_lines.load(Ordering::SeqCst)
+    }
+
+    pub fn log_lines(&self) -> u64 {
+        self.log_lines.load(Ordering::SeqCst)
     }
 
     pub fn protocol_errors(&self) -> Vec<String> {
@@ -450,6 +466,10 @@ impl Relay {
         let at = Instant::now();
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         self.act_on(channel, &json);
+        if json["type"] == "log" && check_message(&json).is_ok() {
+            self.log_lines.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         self.messages.push(ChannelMessage {
             node_id: channel.node_id.clone(),
             connection: channel.id,

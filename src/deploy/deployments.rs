@@ -19,8 +19,8 @@
 //!   would keep a connection and a parser per agent for changes a 10 s delay does not hurt.
 //! - `ChannelLost` changes nothing: a running command finishes; statuses wait in the channel's
 //!   bounded lane and go after the next `hello`, which carries the latest anyway.
-//! - `logs`: this version has no log streaming; the stream is ended at once with `log_end`
-//!   `error`, saying so.
+//! - `logs`, `logs_stop`: log streams (`log_streams.rs`), told when an apply of their deployment
+//!   finished (new containers to follow) or it was removed (their end); `ChannelLost` ends them.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -36,12 +36,13 @@ use super::apply::{ApplyRequest, apply, remove};
 use super::compose::ComposeProject;
 use super::engine_finder::EngineFinder;
 use super::kubernetes;
+use super::log_streams::LogStreams;
 use super::observe::observe_all;
 use super::policy::NodePolicy;
 use super::table::{Receipt, Table};
 use crate::config::Config;
 use crate::control_plane::Registrations;
-use crate::control_plane::channel::messages::{Action, Deploy, DeploymentStatus, LogEnd, State};
+use crate::control_plane::channel::messages::{Action, Deploy, DeploymentStatus, State};
 use crate::control_plane::channel::{
     self, Channel, ChannelSettings, Command, DeploymentReport, Uplink,
 };
@@ -50,8 +51,6 @@ use crate::control_plane::channel::{
 pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// The longest the start-up look at the engine (and so the first `hello`) may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The answer to `logs` in this version.
-pub const NO_LOG_STREAMING: &str = "log streaming is not available in this version";
 
 /// What the executor's tasks share, and the channel's source for `hello`.
 pub struct Deployments {
@@ -169,12 +168,14 @@ pub fn start(config: &Config, registrations: Registrations) -> io::Result<Channe
     executor
         .spawn(refresh(deployments.clone(), endpoints.uplink.clone()))
         .detach();
+    let streams = LogStreams::new(executor.clone(), endpoints.uplink.clone());
     executor
         .spawn(consume(
             deployments,
             endpoints.commands,
             endpoints.uplink,
             executor.clone(),
+            streams,
         ))
         .detach();
     Ok(channel)
@@ -187,6 +188,7 @@ async fn consume(
     commands: Receiver<Command>,
     uplink: Uplink,
     executor: Arc<Executor<'static>>,
+    streams: LogStreams,
 ) {
     while let Ok(command) = commands.recv().await {
         match command {
@@ -203,7 +205,12 @@ async fn consume(
                     Receipt::Run(deploy, pending) => {
                         uplink.status(pending).await;
                         executor
-                            .spawn(work(shared.clone(), uplink.clone(), deploy))
+                            .spawn(work(
+                                shared.clone(),
+                                uplink.clone(),
+                                deploy,
+                                streams.clone(),
+                            ))
                             .detach();
                     }
                     Receipt::Queued(pending) => uplink.status(pending).await,
@@ -226,25 +233,20 @@ async fn consume(
                 }
             }
             Command::Logs(request) => {
-                uplink
-                    .log_end(LogEnd {
-                        stream_id: request.stream_id,
-                        reason: "error".into(),
-                        message: Some(NO_LOG_STREAMING.into()),
-                    })
-                    .await;
+                let known = shared.table().contains(&request.deployment_id);
+                streams.start(request, known, shared.finder.find()).await;
             }
-            // Its stream was ended when it was asked for.
-            Command::LogsStop { .. } => {}
+            Command::LogsStop { stream_id } => streams.stop(&stream_id).await,
             Command::ChannelLost => {
-                crate::debug!("Deployments: the channel dropped; running commands go on")
+                crate::debug!("Deployments: the channel dropped; running commands go on");
+                streams.channel_lost();
             }
         }
     }
 }
 
 /// Runs one deployment's commands, one after the other, until none waits.
-async fn work(shared: Arc<Deployments>, uplink: Uplink, mut deploy: Deploy) {
+async fn work(shared: Arc<Deployments>, uplink: Uplink, mut deploy: Deploy, streams: LogStreams) {
     loop {
         let began = Instant::now();
         let outcome = execute(&shared, &uplink, &deploy).await;
@@ -266,6 +268,11 @@ async fn work(shared: Arc<Deployments>, uplink: Uplink, mut deploy: Deploy) {
             crate::info!("{line}");
         }
         let (send, next) = shared.table().finish(&outcome);
+        if outcome.status == State::Removed {
+            streams.removed(&outcome.deployment_id).await;
+        } else {
+            streams.changed(&outcome.deployment_id);
+        }
         if send {
             uplink.status(outcome).await;
         }

@@ -19,6 +19,7 @@ pub mod spec;
 pub mod deployments;
 mod engine_finder;
 mod kubernetes;
+mod log_streams;
 mod table;
 
 pub use apply::{ApplyRequest, apply, remove};

@@ -198,6 +198,7 @@ mod tests {
                 restart_count: 0,
                 started_at: None,
                 finished_at: None,
+                tty: false,
             },
         }
     }

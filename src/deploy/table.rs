@@ -57,6 +57,11 @@ impl Table {
         self.entries.is_empty()
     }
 
+    /// Whether the agent knows this deployment (received, or found on the engine).
+    pub fn contains(&self, deployment_id: &str) -> bool {
+        self.entries.contains_key(deployment_id)
+    }
+
     pub fn changes(&self) -> u64 {
         self.changes
     }

@@ -27,6 +27,9 @@ pub struct LogPiece {
     /// only its first piece starts with the timestamp). Always false for a TTY's raw stream,
     /// whose pieces are cut wherever reads end.
     pub continued: bool,
+    /// This piece ends its frame (one whole log message is out). Always false for a TTY's raw
+    /// stream, where only newlines end lines.
+    pub last: bool,
 }
 
 /// What to ask for. `LogOptions::default()` is every line so far, with timestamps, no follow,
@@ -119,6 +122,8 @@ pub(super) struct Frames {
     /// The frame being handed out in pieces: its stream, the bytes still to come, and whether
     /// a piece of it went out already.
     current: Option<(LogSource, usize, bool)>,
+    /// Bytes at the front of `pending` already handed out.
+    offset: usize,
 }
 
 const HEADER: usize = 8;
@@ -129,36 +134,52 @@ impl Frames {
             tty,
             cap,
             current: None,
+            offset: 0,
         }
     }
 
     /// The next piece out of `pending`, if there is one to hand out; `ended` says no more
-    /// bytes will come, so a short piece is handed out rather than waited on.
+    /// bytes will come, so a short piece is handed out rather than waited on. Bytes handed out
+    /// are only skipped over, and removed from `pending` at once when it has no more piece:
+    /// moving what follows after every frame costs more than the rest of the work together.
     pub(super) fn take(
         &mut self,
         pending: &mut Vec<u8>,
         ended: bool,
     ) -> Result<Option<LogPiece>, EngineError> {
+        let taken = self.take_at(pending, ended);
+        if !matches!(taken, Ok(Some(_))) {
+            pending.drain(..self.offset);
+            self.offset = 0;
+        }
+        taken
+    }
+
+    fn take_at(&mut self, pending: &[u8], ended: bool) -> Result<Option<LogPiece>, EngineError> {
         if self.tty {
-            if pending.is_empty() {
+            let rest = &pending[self.offset..];
+            if rest.is_empty() {
                 return Ok(None);
             }
-            let take = pending.len().min(self.cap);
+            let take = rest.len().min(self.cap);
+            self.offset += take;
             return Ok(Some(LogPiece {
                 source: LogSource::Stdout,
-                bytes: pending.drain(..take).collect(),
+                bytes: rest[..take].to_vec(),
                 continued: false,
+                last: false,
             }));
         }
         loop {
+            let rest = &pending[self.offset..];
             let Some((source, left, continued)) = self.current else {
-                if pending.len() < HEADER {
-                    if ended && !pending.is_empty() {
+                if rest.len() < HEADER {
+                    if ended && !rest.is_empty() {
                         return Err(EngineError::Unexpected("a log stream of whole frames"));
                     }
                     return Ok(None);
                 }
-                let source = match pending[0] {
+                let source = match rest[0] {
                     0 => LogSource::Stdin,
                     1 => LogSource::Stdout,
                     2 => LogSource::Stderr,
@@ -168,25 +189,27 @@ impl Frames {
                         ));
                     }
                 };
-                let length = u32::from_be_bytes([pending[4], pending[5], pending[6], pending[7]]);
-                pending.drain(..HEADER);
+                let length = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+                self.offset += HEADER;
                 if length > 0 {
                     self.current = Some((source, length as usize, false));
                 }
                 continue;
             };
             let want = left.min(self.cap);
-            if pending.len() < want {
+            if rest.len() < want {
                 if ended {
                     return Err(EngineError::Unexpected("a log stream of whole frames"));
                 }
                 return Ok(None);
             }
             self.current = (left > want).then_some((source, left - want, true));
+            self.offset += want;
             return Ok(Some(LogPiece {
                 source,
-                bytes: pending.drain(..want).collect(),
+                bytes: rest[..want].to_vec(),
                 continued,
+                last: left == want,
             }));
         }
     }
@@ -247,6 +270,7 @@ mod tests {
         assert_eq!(out.len(), 7);
         assert!(out.iter().all(|piece| piece.bytes.len() <= 16));
         assert!(!out[0].continued && out[1..].iter().all(|piece| piece.continued));
+        assert!(out[6].last && out[..6].iter().all(|piece| !piece.last));
         let joined: Vec<u8> = out.into_iter().flat_map(|piece| piece.bytes).collect();
         assert_eq!(joined, payload);
     }

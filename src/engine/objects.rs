@@ -89,6 +89,8 @@ pub struct ContainerDetails {
     /// RFC 3339; `None` when it never started (the engine's zero time).
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// `Config.Tty`: its logs are one raw stream, not stdout and stderr frames.
+    pub tty: bool,
 }
 
 impl ContainerDetails {
@@ -250,6 +252,8 @@ pub(super) fn container(body: &[u8]) -> Result<ContainerDetails, EngineError> {
         image: Option<String>,
         #[serde(rename = "Labels")]
         labels: Option<Labels>,
+        #[serde(rename = "Tty")]
+        tty: Option<bool>,
     }
     #[derive(Deserialize)]
     struct Wire {
@@ -275,9 +279,9 @@ pub(super) fn container(body: &[u8]) -> Result<ContainerDetails, EngineError> {
         finished_at: None,
         health: None,
     });
-    let (image, labels) = match wire.config {
-        Some(config) => (config.image, config.labels),
-        None => (None, None),
+    let (image, labels, tty) = match wire.config {
+        Some(config) => (config.image, config.labels, config.tty),
+        None => (None, None, None),
     };
     Ok(ContainerDetails {
         id: wire.id,
@@ -296,6 +300,7 @@ pub(super) fn container(body: &[u8]) -> Result<ContainerDetails, EngineError> {
         restart_count: wire.restart_count.unwrap_or(0),
         started_at: a_time(state.started_at),
         finished_at: a_time(state.finished_at),
+        tty: tty.unwrap_or(false),
     })
 }
 
@@ -410,6 +415,7 @@ mod tests {
                 restart_count: 2,
                 started_at: Some("2023-11-14T22:13:21.5Z".into()),
                 finished_at: None,
+                tty: false,
             }
         );
         assert_eq!(details.config_hash(), Some("abc123"));

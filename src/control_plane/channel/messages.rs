@@ -455,18 +455,26 @@ pub struct LogLine {
 
 impl LogLine {
     /// A line as it may travel: invalid UTF-8 replaced, the trailing newline removed, and cut to
-    /// 16 KiB with `… [cut: N bytes]` at its end.
-    pub fn new(stream_id: &str, service: &str, stream: &str, ts: &str, raw: &[u8]) -> LogLine {
+    /// 16 KiB with `… [cut: N bytes]` at its end. `lost` is how many bytes of the line were cut
+    /// before it got here (the log streamer keeps only the start of a long line).
+    pub fn new(
+        stream_id: &str,
+        service: &str,
+        stream: &str,
+        ts: &str,
+        raw: &[u8],
+        lost: usize,
+    ) -> LogLine {
         let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let mut text = String::from_utf8_lossy(raw).into_owned();
-        if text.len() > MAX_LOG_TEXT_BYTES {
+        if text.len() > MAX_LOG_TEXT_BYTES || lost > 0 {
             let marker_room = 32;
-            let mut keep = MAX_LOG_TEXT_BYTES - marker_room;
+            let mut keep = text.len().min(MAX_LOG_TEXT_BYTES - marker_room);
             while !text.is_char_boundary(keep) {
                 keep -= 1;
             }
-            let cut = text.len() - keep;
+            let cut = text.len() - keep + lost;
             text.truncate(keep);
             text.push_str(&format!("… [cut: {cut} bytes]"));
         }
@@ -723,10 +731,10 @@ mod tests {
 
     #[test]
     fn log_lines_are_valid_utf8_and_cut_to_16_kib() {
-        let line = LogLine::new("v", "db", "stdout", "t", b"ready\xff\n");
+        let line = LogLine::new("v", "db", "stdout", "t", b"ready\xff\n", 0);
         assert_eq!(line.text, "ready\u{fffd}");
         let long = vec![b'a'; 100_000];
-        let line = LogLine::new("v", "db", "stdout", "t", &long);
+        let line = LogLine::new("v", "db", "stdout", "t", &long, 0);
         assert!(line.text.len() <= MAX_LOG_TEXT_BYTES, "{}", line.text.len());
         assert!(line.text.ends_with(" bytes]"), "{}", &line.text[16_000..]);
         let cut: usize = line
@@ -738,5 +746,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(line.text.find('…').unwrap() + cut, 100_000);
+        let line = LogLine::new("v", "db", "stdout", "t", b"start", 7);
+        assert_eq!(line.text, "start… [cut: 7 bytes]");
     }
 }
