@@ -265,7 +265,7 @@ fn a_project_runs_converges_and_is_removed_and_a_bad_file_creates_nothing() {
     let cp = ControlPlane::start();
     let (mut agent, node) =
         start_agent(&cp, "deploy-e2e", &[("DOCKER_HOST", &engine.docker_host())]);
-    let port = support::free_port();
+    let port = support::published_port();
     let id = "shop-e2e";
 
     // A bad file: failed, naming the key; a Kubernetes manifest: said so. Nothing is created.
@@ -394,7 +394,7 @@ fn a_restarted_agent_reports_what_runs_and_a_dropped_channel_loses_nothing() {
     let env = [("DOCKER_HOST", engine.docker_host())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (mut agent, node) = start_agent(&cp, "deploy-restart", &env);
-    let port = support::free_port();
+    let port = support::published_port();
     let id = "restart-e2e";
     let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "3s")));
     wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
@@ -545,7 +545,7 @@ fn the_engine_service_restarted_the_containers_run_on_and_the_agent_reports_them
         "deploy-engine-restart",
         &[("DOCKER_HOST", &docker_host), ("HEARTBEAT_INTERVAL", "0.5")],
     );
-    let port = support::free_port();
+    let port = support::published_port();
     let id = "engine-restart";
     let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "1s")));
     wait_status(&cp, &mut agent, id, generation, "running", APPLY_WAIT);
@@ -728,7 +728,7 @@ fn heartbeats_keep_their_ticks_while_a_pull_stalls_30_s() {
 #[test]
 fn the_engine_vanishing_or_answering_garbage_mid_apply_fails_and_the_next_apply_converges() {
     let (engine, proxy, cp, mut agent, node) = behind_proxy("deploy-faults", &[]);
-    let port = support::free_port();
+    let port = support::published_port();
     let id = "faults-e2e";
     let cases = [
         // The second container's create reaches the engine, its answer does not, and the
@@ -776,7 +776,7 @@ fn the_engine_vanishing_or_answering_garbage_mid_apply_fails_and_the_next_apply_
 fn an_engine_call_that_stalls_times_out_failed_and_the_next_apply_converges() {
     let (engine, proxy, cp, mut agent, node) =
         behind_proxy("deploy-callstall", &[("HEARTBEAT_INTERVAL", "1")]);
-    let port = support::free_port();
+    let port = support::published_port();
     let id = "call-stall";
     // Longer than the engine client's 60 s per call: the agent gives up first.
     proxy.break_on(
@@ -839,7 +839,7 @@ fn a_flood_of_deploys_collapses_to_the_newest_in_bounded_memory() {
         ],
     );
     let id = "flood-e2e";
-    let port = support::free_port();
+    let port = support::published_port();
     let file = |generation: u64| {
         // 64 KiB each: a thousand held at once would be 64 MiB.
         format!(

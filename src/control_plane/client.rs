@@ -21,6 +21,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of an answer the agent reads; the control plane's answers are well under 1 KiB.
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// ureq's input and output buffers, per connection and again inside its TLS layer: an answer's
+/// head must fit the input one; a request larger than the output one goes out in pieces. Its
+/// default is 128 KiB each, several times the agent's resident memory, for answers well under
+/// 1 KiB and a registration of a few KiB. Default: 16 KiB.
+const BUFFER_SIZE: usize = 16 * 1024;
 /// Longest server-provided text put into a log line.
 const DETAIL_LIMIT: usize = 500;
 
@@ -97,6 +102,8 @@ impl ControlPlane {
             .accept("application/json")
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
+            .input_buffer_size(BUFFER_SIZE)
+            .output_buffer_size(BUFFER_SIZE)
             // Chosen from the environment like curl, not as ureq would (see `proxy`).
             .proxy(proxy);
         #[cfg(feature = "tls")]

@@ -325,6 +325,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A host port for a container to publish on 127.0.0.1, free just now and below the kernel's
+/// ephemeral range. The engine publishes with NAT rules, and a rule can outlive its container
+/// (an engine killed mid-test): had the port been ephemeral, a later test's control plane could
+/// be handed it and find its own loopback connections sent to a container that is gone
+/// ("no route to host").
+pub fn published_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let lowest_ephemeral: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .unwrap_or(32768);
+    let below = lowest_ephemeral.saturating_sub(10_000).max(1024);
+    // Spread by process and time, so that concurrent test binaries rarely try the same port.
+    let seed = std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    let span = u64::from(lowest_ephemeral - below);
+    for step in 0..span {
+        let port = below + ((seed + step * 613) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {below}..{lowest_ephemeral}");
+}
+
 pub fn registrations(requests: &[Request]) -> Vec<&Request> {
     requests.iter().filter(|r| r.is_register()).collect()
 }
