@@ -1,13 +1,14 @@
 //! miaas-agent: the MIaaS node agent.
 //!
-//! The data path, one module each, each importing only those before it: `log`, `text` and
-//! `backoff` →
+//! The data path, one module each, each importing only those before it: `log`, `sort`, `text`
+//! and `backoff` →
 //! settings (`config`) → the container engine (`engine`) → the node's figures (`node`) → the
 //! control plane's client and wire format (`control_plane`) → the agent loop (`agent`) → the
 //! program (`program`: arguments, `--once`, start-up lines).
 
 #[macro_use]
 pub mod log;
+pub mod sort;
 pub mod text;
 
 pub mod backoff;

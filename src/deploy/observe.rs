@@ -85,7 +85,9 @@ pub fn status_of(
     let mut problem: Option<String> = None;
     let mut starting: Vec<String> = Vec::new();
     let mut sorted: Vec<&Observed> = containers.iter().collect();
-    sorted.sort_by(|a, b| (service_of(a), &a.details.name).cmp(&(service_of(b), &b.details.name)));
+    crate::sort::sort_by(&mut sorted, |a, b| {
+        (service_of(a), &a.details.name).cmp(&(service_of(b), &b.details.name))
+    });
     for observed in sorted {
         let service = service_of(observed).to_string();
         let details = &observed.details;

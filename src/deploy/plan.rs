@@ -192,7 +192,13 @@ pub fn plan(
         let image_id = image_ids.get(&service.image).map(String::as_str);
         let mut existing = by_service.remove(name).unwrap_or_default();
         // Lowest numbers first; among duplicates of a number, a running one first.
-        existing.sort_by_key(|(e, _)| (e.number, e.state != "running", e.name.clone()));
+        crate::sort::sort_by(&mut existing, |(a, _), (b, _)| {
+            (a.number, a.state != "running", &a.name).cmp(&(
+                b.number,
+                b.state != "running",
+                &b.name,
+            ))
+        });
         let shares_namespace_with_changed = [&service.network_mode, &service.ipc, &service.pid]
             .into_iter()
             .flatten()
@@ -227,7 +233,9 @@ pub fn plan(
                 service_plan.replicas.push(Replica::Create(number));
             }
         }
-        service_plan.replicas.sort_by_key(Replica::number);
+        crate::sort::sort_by(&mut service_plan.replicas, |a, b| {
+            a.number().cmp(&b.number())
+        });
         service_plan.restart_kept = service
             .depends_on
             .iter()
