@@ -190,7 +190,12 @@ pub fn plan(
         let service = &project.services[name];
         let hash = project.config_hash(name).unwrap_or_default();
         let image_id = image_ids.get(&service.image).map(String::as_str);
-        let mut existing = by_service.remove(name).unwrap_or_default();
+        // Taken, not `remove`d: each map type that removes compiles its own copy of the B-tree's
+        // rebalancing code (about 3 KiB).
+        let mut existing = by_service
+            .get_mut(name)
+            .map(std::mem::take)
+            .unwrap_or_default();
         // Lowest numbers first; among duplicates of a number, a running one first.
         crate::sort::sort_by(&mut existing, |(a, _), (b, _)| {
             (a.number, a.state != "running", &a.name).cmp(&(

@@ -208,8 +208,9 @@ impl Table {
             if entry.busy || !entry.live || entry.changed > since {
                 continue;
             }
-            let now = match seen.remove(id) {
-                Some(status) if status.generation == entry.newest => status,
+            // Looked up, not `remove`d: see `plan::plan` for what a `remove` costs.
+            let now = match seen.get(id) {
+                Some(status) if status.generation == entry.newest => status.clone(),
                 // Containers of another generation: a command the table does not know about;
                 // the next command settles it.
                 Some(_) => continue,
