@@ -135,9 +135,12 @@ pub fn status_of(
         ),
         (None, false) => {
             // Inserted, not `collect()`ed: see `compose::json::object` for what `collect()` costs.
-            let mut names = std::collections::BTreeSet::new();
+            // A list, not a B-tree set: see `ComposeProject::check_cycles`.
+            let mut names: Vec<&str> = Vec::new();
             for s in &services {
-                names.insert(s.service.as_str());
+                if !names.contains(&s.service.as_str()) {
+                    names.push(s.service.as_str());
+                }
             }
             let count = names.len();
             let plural = if count == 1 { "" } else { "s" };

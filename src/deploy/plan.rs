@@ -215,13 +215,14 @@ pub fn plan(
             surplus: Vec::new(),
             restart_kept: false,
         };
-        let mut seen = BTreeSet::new();
+        let mut seen: Vec<u64> = Vec::new();
         for (existing, summary) in existing {
             let wanted = (1..=service.replicas()).contains(&existing.number);
-            if !wanted || !seen.insert(existing.number) {
+            if !wanted || seen.contains(&existing.number) {
                 service_plan.surplus.push(existing);
                 continue;
             }
+            seen.push(existing.number);
             let label = |key: &str| summary.labels.get(key).map(String::as_str);
             let same = label(CONFIG_HASH_LABEL) == Some(hash.as_str())
                 && image_id.is_none_or(|id| label(IMAGE_LABEL) == Some(id))
@@ -276,7 +277,8 @@ pub fn order(project: &ComposeProject) -> Vec<&str> {
         );
         needs
     };
-    let mut done: BTreeSet<&str> = BTreeSet::new();
+    // A list, not a B-tree set: see `ComposeProject::check_cycles`.
+    let mut done: Vec<&str> = Vec::new();
     let mut ordered = Vec::new();
     while ordered.len() < project.services.len() {
         let ready: Vec<&str> = project
@@ -298,7 +300,7 @@ pub fn order(project: &ComposeProject) -> Vec<&str> {
             break;
         }
         for name in ready {
-            done.insert(name);
+            done.push(name);
             ordered.push(name);
         }
     }

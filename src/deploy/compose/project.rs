@@ -1,6 +1,6 @@
 //! The whole compose project: parsed, interpolated, normalised and checked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use miniserde::json::{Object, Value};
 
@@ -206,15 +206,16 @@ impl ComposeProject {
 
     /// A `depends_on` cycle can never start: name the services in it.
     fn check_cycles(&self) -> Result<()> {
-        // 0: unvisited, 1: on the current path, 2: done.
-        let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+        // Services whose dependencies are all checked; `path` holds those being checked. Lists,
+        // not B-tree sets: a project has a few services, and each set type compiles its own copy
+        // of the B-tree code.
+        let mut done: Vec<&str> = Vec::new();
         for start in self.services.keys() {
             let mut path: Vec<&str> = Vec::new();
             let mut stack: Vec<(&str, Vec<&str>)> = Vec::new();
-            if state.get(start.as_str()).copied().unwrap_or(0) != 0 {
+            if done.contains(&start.as_str()) {
                 continue;
             }
-            state.insert(start, 1);
             path.push(start);
             stack.push((
                 start,
@@ -227,9 +228,8 @@ impl ComposeProject {
             ));
             while let Some((current, pending)) = stack.last_mut() {
                 match pending.pop() {
-                    Some(next) => match state.get(next).copied().unwrap_or(0) {
-                        1 => {
-                            let from = path.iter().position(|s| *s == next).unwrap_or(0);
+                    Some(next) => match path.iter().position(|s| *s == next) {
+                        Some(from) => {
                             let mut cycle: Vec<&str> = path[from..].to_vec();
                             cycle.push(next);
                             let service = &self.services[*current];
@@ -239,8 +239,7 @@ impl ComposeProject {
                                 format!("a dependency cycle: {}", cycle.join(" -> ")),
                             ));
                         }
-                        0 => {
-                            state.insert(next, 1);
+                        None if !done.contains(&next) => {
                             path.push(next);
                             let deps = self.services[next]
                                 .depends_on
@@ -250,10 +249,10 @@ impl ComposeProject {
                                 .collect();
                             stack.push((next, deps));
                         }
-                        _ => {}
+                        None => {}
                     },
                     None => {
-                        state.insert(current, 2);
+                        done.push(current);
                         path.pop();
                         stack.pop();
                     }
@@ -304,15 +303,16 @@ impl ComposeProject {
 
     /// Services in an order that starts every dependency first (names break ties).
     pub fn start_order(&self) -> Vec<&str> {
-        let mut done: BTreeSet<&str> = BTreeSet::new();
+        // A list, not a B-tree set: see `check_cycles`.
+        let mut done: Vec<&str> = Vec::new();
         let mut order = Vec::new();
         while order.len() < self.services.len() {
             let ready: Vec<&str> = self
                 .services
                 .values()
                 .filter(|s| {
-                    !done.contains(s.name.as_str())
-                        && s.depends_on.keys().all(|d| done.contains(d.as_str()))
+                    !done.contains(&s.name.as_str())
+                        && s.depends_on.keys().all(|d| done.contains(&d.as_str()))
                 })
                 .map(|s| s.name.as_str())
                 .collect();
@@ -320,7 +320,7 @@ impl ComposeProject {
                 break; // Not after `load`, which refuses cycles.
             }
             for name in ready {
-                done.insert(name);
+                done.push(name);
                 order.push(name);
             }
         }
