@@ -1,6 +1,6 @@
 //! miaas-agent: the MIaaS node agent.
 //!
-//! The data path, one module each, each importing only those before it: `log`, `sort`, `text`
+//! The data path, one module each, each importing only those before it: `log`, `lists`, `text`
 //! and `backoff` →
 //! settings (`config`) → the container engine (`engine`) → the node's figures (`node`) → the
 //! control plane's client and wire format (`control_plane`) → the agent loop (`agent`) → the
@@ -8,7 +8,7 @@
 
 #[macro_use]
 pub mod log;
-pub mod sort;
+pub mod lists;
 pub mod text;
 
 pub mod backoff;

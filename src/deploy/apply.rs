@@ -430,7 +430,8 @@ async fn pull(
     report(pulling(0, None));
     let (repository, tag) = split_reference(image);
     let auth = registry_auth(image, request.registry_auth);
-    let mut layers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // A list, not a B-tree map: see `crate::lists`.
+    let mut layers: Vec<(String, (u64, u64))> = Vec::new();
     // The first step is reported at once, the rest at most every PROGRESS_EVERY.
     let mut last: Option<Instant> = None;
     let result = engine
@@ -438,7 +439,7 @@ async fn pull(
             let Some(layer) = &step.layer else {
                 return;
             };
-            let entry = layers.entry(layer.clone()).or_default();
+            let entry = crate::lists::entry(&mut layers, layer);
             match step.status.as_str() {
                 "Downloading" => {
                     *entry = (step.current.unwrap_or(0), step.total.unwrap_or(entry.1));
@@ -450,15 +451,15 @@ async fn pull(
             }
             if last.is_none_or(|last| last.elapsed() >= PROGRESS_EVERY) {
                 last = Some(Instant::now());
-                let current = layers.values().map(|(c, _)| c).sum();
-                let total: u64 = layers.values().map(|(_, t)| t).sum();
+                let current = layers.iter().map(|(_, (c, _))| c).sum();
+                let total: u64 = layers.iter().map(|(_, (_, t))| t).sum();
                 report(pulling(current, (total > 0).then_some(total)));
             }
         })
         .await;
     if result.is_ok() && !layers.is_empty() {
-        let current = layers.values().map(|(c, _)| c).sum();
-        let total: u64 = layers.values().map(|(_, t)| t).sum();
+        let current = layers.iter().map(|(_, (c, _))| c).sum();
+        let total: u64 = layers.iter().map(|(_, (_, t))| t).sum();
         report(pulling(current, (total > 0).then_some(total)));
     }
     result.map_err(|error| match error {

@@ -1,8 +1,5 @@
 //! The live state of deployments on the node, from the engine: one container list filtered by
 //! the ownership label, and each container's inspect for its state and health.
-
-use std::collections::BTreeMap;
-
 use super::labels::{DEPENDS_ON_LABEL, DEPLOYMENT_LABEL, GENERATION_LABEL, SERVICE_LABEL};
 use crate::control_plane::channel::messages::{DeploymentStatus, ServiceState, State};
 use crate::engine::{ContainerDetails, ContainerSummary, EngineClient, EngineError};
@@ -12,12 +9,15 @@ use crate::text::printable;
 /// `GENERATION_LABEL` among its containers) and live per-service state, by deployment id.
 pub async fn observe_all(engine: &EngineClient) -> Result<Vec<DeploymentStatus>, EngineError> {
     let containers = engine.containers(&[DEPLOYMENT_LABEL]).await?;
-    let mut by_deployment: BTreeMap<String, Vec<ContainerSummary>> = BTreeMap::new();
+    // A list, not a B-tree map (see `crate::lists`), sorted by id as the map was.
+    let mut by_deployment: Vec<(String, Vec<ContainerSummary>)> = Vec::new();
     for container in containers {
         if let Some(id) = container.labels.get(DEPLOYMENT_LABEL) {
-            by_deployment.entry(id.clone()).or_default().push(container);
+            let id = id.clone();
+            crate::lists::entry(&mut by_deployment, &id).push(container);
         }
     }
+    crate::lists::sort_by(&mut by_deployment, |a, b| a.0.cmp(&b.0));
     let mut statuses = Vec::new();
     for (deployment_id, containers) in by_deployment {
         let generation = containers
@@ -85,7 +85,7 @@ pub fn status_of(
     let mut problem: Option<String> = None;
     let mut starting: Vec<String> = Vec::new();
     let mut sorted: Vec<&Observed> = containers.iter().collect();
-    crate::sort::sort_by(&mut sorted, |a, b| {
+    crate::lists::sort_by(&mut sorted, |a, b| {
         (service_of(a), &a.details.name).cmp(&(service_of(b), &b.details.name))
     });
     for observed in sorted {
@@ -168,6 +168,7 @@ fn service_of(observed: &Observed) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn observed(
         service: &str,

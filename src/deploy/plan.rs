@@ -10,7 +10,7 @@
 //! (`network_mode: service:x`) is recreated with it, and a `depends_on` entry with
 //! `restart: true` restarts the dependent when its dependency changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::compose::ComposeProject;
 use super::labels::{
@@ -172,32 +172,25 @@ pub fn plan(
         }
     }
 
-    let mut by_service: BTreeMap<String, Vec<(Existing, &ContainerSummary)>> = BTreeMap::new();
+    // Lists, not B-tree maps and sets: see `crate::lists`.
+    let mut by_service: Vec<(String, Vec<(Existing, &ContainerSummary)>)> = Vec::new();
     for container in actual.containers.iter().filter(|c| owned(&c.labels)) {
         let existing = Existing::from_summary(container);
         if project.services.contains_key(&existing.service) {
-            by_service
-                .entry(existing.service.clone())
-                .or_default()
-                .push((existing, container));
+            crate::lists::entry(&mut by_service, &existing.service).push((existing, container));
         } else {
             plan.orphans.push(existing);
         }
     }
 
-    let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut changed: Vec<&str> = Vec::new();
     for name in order(project) {
         let service = &project.services[name];
         let hash = project.config_hash(name).unwrap_or_default();
         let image_id = image_ids.get(&service.image).map(String::as_str);
-        // Taken, not `remove`d: each map type that removes compiles its own copy of the B-tree's
-        // rebalancing code (about 3 KiB).
-        let mut existing = by_service
-            .get_mut(name)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let mut existing = std::mem::take(crate::lists::entry(&mut by_service, name));
         // Lowest numbers first; among duplicates of a number, a running one first.
-        crate::sort::sort_by(&mut existing, |(a, _), (b, _)| {
+        crate::lists::sort_by(&mut existing, |(a, _), (b, _)| {
             (a.number, a.state != "running", &a.name).cmp(&(
                 b.number,
                 b.state != "running",
@@ -208,7 +201,7 @@ pub fn plan(
             .into_iter()
             .flatten()
             .filter_map(|mode| mode.strip_prefix("service:"))
-            .any(|other| changed.contains(other));
+            .any(|other| changed.contains(&other));
         let mut service_plan = ServicePlan {
             service: name.to_string(),
             replicas: Vec::new(),
@@ -239,13 +232,13 @@ pub fn plan(
                 service_plan.replicas.push(Replica::Create(number));
             }
         }
-        crate::sort::sort_by(&mut service_plan.replicas, |a, b| {
+        crate::lists::sort_by(&mut service_plan.replicas, |a, b| {
             a.number().cmp(&b.number())
         });
         service_plan.restart_kept = service
             .depends_on
             .iter()
-            .any(|(dependency, d)| d.restart && changed.contains(dependency))
+            .any(|(dependency, d)| d.restart && changed.contains(&dependency.as_str()))
             && service_plan
                 .replicas
                 .iter()
@@ -255,7 +248,7 @@ pub fn plan(
             .iter()
             .any(|r| !matches!(r, Replica::Keep(_)))
         {
-            changed.insert(name.to_string());
+            changed.push(name);
         }
         plan.services.push(service_plan);
     }

@@ -245,23 +245,22 @@ impl ContainerSpec<'_> {
             Some((name, count)) => (name, count.parse::<u64>().unwrap_or(0)),
             None => (restart, 0),
         };
-        let mut port_bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        // A list, not a B-tree map (see `crate::lists`): the object it becomes sorts the keys.
+        let mut port_bindings: Vec<(String, Vec<Value>)> = Vec::new();
         for port in &s.ports {
-            port_bindings
-                .entry(format!("{}/{}", port.target, port.protocol))
-                .or_default()
-                .push(
-                    Obj::new()
-                        .set(
-                            "HostIp",
-                            json::string(port.host_ip.as_deref().unwrap_or("")),
-                        )
-                        .set(
-                            "HostPort",
-                            json::string(port.published.as_deref().unwrap_or("")),
-                        )
-                        .build(),
-                );
+            let key = format!("{}/{}", port.target, port.protocol);
+            crate::lists::entry(&mut port_bindings, &key).push(
+                Obj::new()
+                    .set(
+                        "HostIp",
+                        json::string(port.host_ip.as_deref().unwrap_or("")),
+                    )
+                    .set(
+                        "HostPort",
+                        json::string(port.published.as_deref().unwrap_or("")),
+                    )
+                    .build(),
+            );
         }
         let port_bindings = (!port_bindings.is_empty()).then(|| {
             Value::Object(json::object(

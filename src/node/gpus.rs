@@ -30,7 +30,7 @@ const INTEL: u16 = 0x8086;
 pub fn detect(sys: &Path, proc: &Path) -> Vec<Gpu> {
     let mut gpus = drm_cards(&sys.join("class/drm"));
     nvidia_gpus(&proc.join("driver/nvidia/gpus"), &mut gpus);
-    crate::sort::sort_by(&mut gpus, |a, b| a.id.cmp(&b.id));
+    crate::lists::sort_by(&mut gpus, |a, b| a.id.cmp(&b.id));
     gpus
 }
 
@@ -70,7 +70,7 @@ fn merge_nvidia_smi(gpus: &mut Vec<Gpu>, sample: &[SmiGpu]) {
         gpu.mem_mb = smi.mem_total_mb.or(gpu.mem_mb);
         gpu.uuid = Some(smi.uuid.clone());
     }
-    crate::sort::sort_by(gpus, |a, b| a.id.cmp(&b.id));
+    crate::lists::sort_by(gpus, |a, b| a.id.cmp(&b.id));
 }
 
 /// Whether `gpus` (as `detect` reports them) has a compute GPU: the hook for the automatic
@@ -384,7 +384,7 @@ impl GpuMeter {
                 _ => {}
             }
         }
-        crate::sort::sort_by(&mut amd, |a, b| a.id.cmp(&b.id));
+        crate::lists::sort_by(&mut amd, |a, b| a.id.cmp(&b.id));
         GpuMeter { amd }
     }
 
@@ -411,7 +411,7 @@ impl GpuMeter {
                     mem_used_mb: gpu.mem_used_mb,
                 }))
             });
-            crate::sort::sort_by(&mut utils, |a, b| a.id.cmp(&b.id));
+            crate::lists::sort_by(&mut utils, |a, b| a.id.cmp(&b.id));
         }
         utils
     }

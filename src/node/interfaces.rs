@@ -62,7 +62,7 @@ pub fn detect(sys: &Path, proc: &Path) -> Vec<NetworkInterface> {
         .take(INTERFACE_LIMIT)
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
-    crate::sort::sort_by(&mut names, String::cmp);
+    crate::lists::sort_by(&mut names, String::cmp);
     let addresses = Addresses::read(proc);
     let mut interfaces = Vec::new();
     for name in names {

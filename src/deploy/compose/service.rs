@@ -236,7 +236,7 @@ impl Service {
             .iter()
             .map(|(h, ip)| format!("{h}={ip}"))
             .collect();
-        crate::sort::sort_by(&mut hosts, String::cmp);
+        crate::lists::sort_by(&mut hosts, String::cmp);
         let ulimits = json::object(self.ulimits.iter().map(|(name, limit)| {
             let value = match limit {
                 Ulimit::Single(n) => Obj::new().set("single", json::int(*n)),

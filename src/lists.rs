@@ -1,8 +1,10 @@
-//! One stable sort shared by every type the agent sorts.
+//! Lists in place of the standard sort and of small B-tree maps, for the binary's size.
 //!
 //! `slice::sort_by` is generic: each element type sorted gets its own few-KiB copy of the
 //! merge sort. Here only the permutation of indices is sorted (one copy, behind a `&dyn`
-//! comparator); each element type adds just the moves.
+//! comparator); each element type adds just the moves. Likewise each key/value type of a
+//! `BTreeMap` compiles its own copy of the B-tree's insert, search and drop code; a map of a
+//! few dozen entries that is only grouped into and read is a list of pairs (`entry`).
 
 use std::cmp::Ordering;
 
@@ -24,6 +26,19 @@ fn sorted_indices(len: usize, compare: &dyn Fn(usize, usize) -> Ordering) -> Vec
     order
 }
 
+/// The value of `key` in a list of pairs, added with its default at the end when missing (as
+/// `BTreeMap::entry(key).or_default()`, in first-seen order).
+pub fn entry<'a, V: Default>(pairs: &'a mut Vec<(String, V)>, key: &str) -> &'a mut V {
+    let index = match pairs.iter().position(|(k, _)| k == key) {
+        Some(index) => index,
+        None => {
+            pairs.push((key.to_string(), V::default()));
+            pairs.len() - 1
+        }
+    };
+    &mut pairs[index].1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +53,18 @@ mod tests {
         assert_eq!(
             items,
             vec![(0, "d"), (1, "b"), (1, "e"), (3, "a"), (3, "c")]
+        );
+    }
+
+    #[test]
+    fn entry_groups_by_key_in_first_seen_order() {
+        let mut groups: Vec<(String, Vec<u8>)> = Vec::new();
+        for (key, value) in [("b", 1), ("a", 2), ("b", 3)] {
+            entry(&mut groups, key).push(value);
+        }
+        assert_eq!(
+            groups,
+            vec![("b".to_string(), vec![1, 3]), ("a".to_string(), vec![2])]
         );
     }
 
