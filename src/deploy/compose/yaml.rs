@@ -6,8 +6,6 @@
 //! duplicate keys, and the YAML 1.2 core schema decided per scalar so that `22:22` and `yes`
 //! stay strings.
 
-use std::collections::HashMap;
-
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use super::error::{ComposeError, Result};
@@ -162,7 +160,10 @@ enum Frame {
 
 struct Loader {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Sorted by anchor id (the parser numbers anchors in order, so each lands at the end), a
+    /// later definition of an id replacing the earlier one. A sorted list, not a `HashMap`: the
+    /// map's code would be in the binary for this alone.
+    anchors: Vec<(usize, Node)>,
     alias_nodes: usize,
     alias_bytes: usize,
     documents: usize,
@@ -177,7 +178,7 @@ fn line_of(span: &Span) -> usize {
 pub fn parse(text: &str) -> Result<Option<Node>> {
     let mut loader = Loader {
         stack: Vec::new(),
-        anchors: HashMap::new(),
+        anchors: Vec::new(),
         alias_nodes: 0,
         alias_bytes: 0,
         documents: 0,
@@ -265,9 +266,10 @@ impl Loader {
                 self.complete(node, anchor)?;
             }
             Event::Alias(id) => {
-                let Some(node) = self.anchors.get(&id) else {
+                let Ok(index) = self.anchors.binary_search_by_key(&id, |(known, _)| *known) else {
                     return Err(ComposeError::new("", line, "an alias names no anchor"));
                 };
+                let node = &self.anchors[index].1;
                 self.alias_nodes += node.count();
                 self.alias_bytes += node.bytes();
                 if self.alias_nodes > MAX_ALIAS_NODES || self.alias_bytes > MAX_ALIAS_BYTES {
@@ -307,7 +309,14 @@ impl Loader {
     /// A finished node goes into its parent (as a key, a value or an item) or is the root.
     fn complete(&mut self, node: Node, anchor: usize) -> Result<()> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let node = node.clone();
+            match self
+                .anchors
+                .binary_search_by_key(&anchor, |(known, _)| *known)
+            {
+                Ok(index) => self.anchors[index].1 = node,
+                Err(index) => self.anchors.insert(index, (anchor, node)),
+            }
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
