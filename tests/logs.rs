@@ -900,129 +900,134 @@ fn a_container_writing_50_mb_a_second_to_a_slow_viewer_costs_lines_not_memory_or
     let _ = agent.output();
 }
 
-/// The CPU time (user + system) of a process so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command's `)`.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
+/// The benchmark of scripts/bench.sh, compiled only with `--cfg miaas_bench`: a measurement,
+/// not a test, so the suite has nothing ignored.
+#[cfg(miaas_bench)]
+mod bench {
+    use super::*;
 
-/// Reads a viewer as fast as it can until `stop`; each line's latency from the fake engine's
-/// write (`@<µs>` in its text) to here, in µs.
-fn drain(mut viewer: Viewer, stop: Arc<AtomicBool>) -> Vec<u64> {
-    let mut latencies = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        let Some(line) = viewer.next(Duration::from_millis(100)) else {
-            continue;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+    /// The CPU time (user + system) of a process so far.
+    fn cpu_time(pid: u32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
             .unwrap()
-            .as_micros() as u64;
-        let text = line["line"].as_str().unwrap_or("");
-        if let Some(at) = text
             .split_whitespace()
-            .find_map(|word| word.strip_prefix('@')?.parse::<u64>().ok())
-        {
-            latencies.push(now.saturating_sub(at));
-        }
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command's `)`.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
     }
-    latencies
-}
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-}
-
-/// The log streaming rows of scripts/bench.sh (run there against the release build, with
-/// `--ignored`): peak memory while 8 streams each carry 10,000 lines a second to fast viewers,
-/// the agent's CPU per relayed line, and the latency from the engine's write to the viewer.
-#[test]
-#[ignore = "a benchmark: scripts/bench.sh runs it"]
-fn bench_log_streaming() {
-    let seconds = 10;
-    let streams = 8;
-    let heavy = Logs::Rate {
-        size: 100,
-        bytes_per_second: 10_000 * 100,
-        time: Duration::from_secs(seconds),
-    };
-    let light = Logs::Rate {
-        size: 100,
-        bytes_per_second: 100 * 100,
-        time: Duration::from_secs(seconds),
-    };
-    let containers: Vec<(String, Logs)> = (0..streams)
-        .map(|n| (format!("heavy{n}"), heavy.clone()))
-        .chain([("light".to_string(), light)])
-        .collect();
-    // One agent per scenario: the light one alone first (latency without load), then the
-    // eight heavy ones (memory, CPU, latency under load).
-    for scenario in ["light", "heavy"] {
-        let chosen: Vec<(&str, &str, Logs)> = containers
-            .iter()
-            .filter(|(d, _)| d.starts_with(scenario))
-            .map(|(d, logs)| (d.as_str(), "a", logs.clone()))
-            .collect();
-        let (engine, cp, agent, _node) = fake_setup(&format!("bench-{scenario}"), &chosen);
-        let pid = agent.pid();
-        let stop = Arc::new(AtomicBool::new(false));
-        let readers: Vec<_> = chosen
-            .iter()
-            .map(|(d, _, _)| {
-                let viewer = Viewer::open(&cp, &format!("deployment={d}&tail=0"));
-                let stop = stop.clone();
-                std::thread::spawn(move || drain(viewer, stop))
-            })
-            .collect();
-        let (cpu_before, lines_before) = (cpu_time(pid), cp.log_lines_received());
-        std::thread::sleep(Duration::from_secs(seconds) + Duration::from_millis(500));
-        let (cpu, lines) = (
-            cpu_time(pid) - cpu_before,
-            cp.log_lines_received() - lines_before,
-        );
-        let hwm = vm_hwm_kib(pid);
-        stop.store(true, Ordering::SeqCst);
-        let mut latencies: Vec<u64> = readers
-            .into_iter()
-            .flat_map(|r| r.join().unwrap())
-            .collect();
-        latencies.sort_unstable();
-        let written = engine.state.written.load(Ordering::Relaxed);
-        if scenario == "heavy" {
-            println!(
-                "| log streaming: peak RSS (VmHWM), 8 streams × 10,000 lines/s ({} lines relayed of {} written, {} dropped) | {hwm} KiB | ≤ 4096 KiB |",
-                lines,
-                written / 100,
-                cp.log_lines_dropped()
-            );
-            println!(
-                "| log streaming: agent CPU per relayed line (utime+stime over {} lines) | {:.2} µs | (for information) |",
-                lines,
-                cpu.as_secs_f64() * 1e6 / lines.max(1) as f64
-            );
+    /// Reads a viewer as fast as it can until `stop`; each line's latency from the fake engine's
+    /// write (`@<µs>` in its text) to here, in µs.
+    fn drain(mut viewer: Viewer, stop: Arc<AtomicBool>) -> Vec<u64> {
+        let mut latencies = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let Some(line) = viewer.next(Duration::from_millis(100)) else {
+                continue;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64;
+            let text = line["line"].as_str().unwrap_or("");
+            if let Some(at) = text
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix('@')?.parse::<u64>().ok())
+            {
+                latencies.push(now.saturating_sub(at));
+            }
         }
-        println!(
-            "| log streaming: write → viewer latency, {} (p50 / p99 of {} lines) | {:.1} / {:.1} ms | (for information) |",
+        latencies
+    }
+
+    fn percentile(sorted: &[u64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+    }
+
+    /// The log streaming rows of scripts/bench.sh (run there against the release build): peak memory while 8 streams each carry 10,000 lines a second to fast viewers,
+    /// the agent's CPU per relayed line, and the latency from the engine's write to the viewer.
+    #[test]
+    fn bench_log_streaming() {
+        let seconds = 10;
+        let streams = 8;
+        let heavy = Logs::Rate {
+            size: 100,
+            bytes_per_second: 10_000 * 100,
+            time: Duration::from_secs(seconds),
+        };
+        let light = Logs::Rate {
+            size: 100,
+            bytes_per_second: 100 * 100,
+            time: Duration::from_secs(seconds),
+        };
+        let containers: Vec<(String, Logs)> = (0..streams)
+            .map(|n| (format!("heavy{n}"), heavy.clone()))
+            .chain([("light".to_string(), light)])
+            .collect();
+        // One agent per scenario: the light one alone first (latency without load), then the
+        // eight heavy ones (memory, CPU, latency under load).
+        for scenario in ["light", "heavy"] {
+            let chosen: Vec<(&str, &str, Logs)> = containers
+                .iter()
+                .filter(|(d, _)| d.starts_with(scenario))
+                .map(|(d, logs)| (d.as_str(), "a", logs.clone()))
+                .collect();
+            let (engine, cp, agent, _node) = fake_setup(&format!("bench-{scenario}"), &chosen);
+            let pid = agent.pid();
+            let stop = Arc::new(AtomicBool::new(false));
+            let readers: Vec<_> = chosen
+                .iter()
+                .map(|(d, _, _)| {
+                    let viewer = Viewer::open(&cp, &format!("deployment={d}&tail=0"));
+                    let stop = stop.clone();
+                    std::thread::spawn(move || drain(viewer, stop))
+                })
+                .collect();
+            let (cpu_before, lines_before) = (cpu_time(pid), cp.log_lines_received());
+            std::thread::sleep(Duration::from_secs(seconds) + Duration::from_millis(500));
+            let (cpu, lines) = (
+                cpu_time(pid) - cpu_before,
+                cp.log_lines_received() - lines_before,
+            );
+            let hwm = vm_hwm_kib(pid);
+            stop.store(true, Ordering::SeqCst);
+            let mut latencies: Vec<u64> = readers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect();
+            latencies.sort_unstable();
+            let written = engine.state.written.load(Ordering::Relaxed);
             if scenario == "heavy" {
-                "8 × 10,000 lines/s"
-            } else {
-                "one stream at 100 lines/s"
-            },
-            latencies.len(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99)
-        );
-        drop(agent);
+                println!(
+                    "| log streaming: peak RSS (VmHWM), 8 streams × 10,000 lines/s ({} lines relayed of {} written, {} dropped) | {hwm} KiB | ≤ 4096 KiB |",
+                    lines,
+                    written / 100,
+                    cp.log_lines_dropped()
+                );
+                println!(
+                    "| log streaming: agent CPU per relayed line (utime+stime over {} lines) | {:.2} µs | (for information) |",
+                    lines,
+                    cpu.as_secs_f64() * 1e6 / lines.max(1) as f64
+                );
+            }
+            println!(
+                "| log streaming: write → viewer latency, {} (p50 / p99 of {} lines) | {:.1} / {:.1} ms | (for information) |",
+                if scenario == "heavy" {
+                    "8 × 10,000 lines/s"
+                } else {
+                    "one stream at 100 lines/s"
+                },
+                latencies.len(),
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            );
+            drop(agent);
+        }
     }
 }
