@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::engine_proxy::{EngineProxy, Fault};
 use support::podman::{Podman, text};
-use support::{Agent, ControlPlane, WAIT, count_heartbeats, registrations};
+use support::{
+    Agent, ControlPlane, WAIT, count_heartbeats, registrations, start_agent_with_channel,
+};
 
 const IMAGES: [&str; 3] = [
     "docker.io/library/postgres:16",
@@ -173,25 +175,6 @@ impl Engine {
     }
 }
 
-/// Starts the agent against `cp` and waits for its node and an open channel; its node ID.
-fn start_agent(cp: &ControlPlane, name: &str, env: &[(&str, &str)]) -> (Agent, String) {
-    let hellos = |messages: &[control_plane::ChannelMessage]| {
-        messages
-            .iter()
-            .filter(|m| m.kind() == Some("hello"))
-            .count()
-    };
-    let before = hellos(&cp.channel_messages());
-    let mut all = vec![("NODE_NAME", name), ("LOG_LEVEL", "debug")];
-    all.extend_from_slice(env);
-    let mut agent = Agent::start(&cp.url(), &all);
-    let line = agent.expect_line("Registered successfully. Node ID: ", WAIT);
-    let node_id = line.rsplit(' ').next().unwrap().to_string();
-    let connected = cp.wait_until_channel(WAIT, |messages| hellos(messages) > before);
-    assert!(connected, "no hello; the agent said:\n{}", agent.output());
-    (agent, node_id)
-}
-
 fn deploy(cp: &ControlPlane, node_id: &str, body: Value) -> u64 {
     let (status, answer) = cp.deploy(node_id, &body);
     assert_eq!(status, 202, "{answer}");
@@ -264,7 +247,7 @@ fn a_project_runs_converges_and_is_removed_and_a_bad_file_creates_nothing() {
     let engine = Engine::start("deploy-e2e");
     let cp = ControlPlane::start();
     let (mut agent, node) =
-        start_agent(&cp, "deploy-e2e", &[("DOCKER_HOST", &engine.docker_host())]);
+        start_agent_with_channel(&cp, "deploy-e2e", &[("DOCKER_HOST", &engine.docker_host())]);
     let port = support::published_port();
     let id = "shop-e2e";
 
@@ -393,7 +376,7 @@ fn a_restarted_agent_reports_what_runs_and_a_dropped_channel_loses_nothing() {
     let cp = ControlPlane::start();
     let env = [("DOCKER_HOST", engine.docker_host())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (mut agent, node) = start_agent(&cp, "deploy-restart", &env);
+    let (mut agent, node) = start_agent_with_channel(&cp, "deploy-restart", &env);
     let port = support::published_port();
     let id = "restart-e2e";
     let generation = deploy(&cp, &node, apply_body(id, &project(port, "one", "3s")));
@@ -410,7 +393,7 @@ fn a_restarted_agent_reports_what_runs_and_a_dropped_channel_loses_nothing() {
         .iter()
         .filter(|m| m.kind() == Some("hello"))
         .count();
-    let (mut agent, node) = start_agent(&cp, "deploy-restart", &env);
+    let (mut agent, node) = start_agent_with_channel(&cp, "deploy-restart", &env);
     let hello = cp
         .channel_messages()
         .into_iter()
@@ -540,7 +523,7 @@ fn the_engine_service_restarted_the_containers_run_on_and_the_agent_reports_them
     let mut engine = Engine::start("deploy-enginerst");
     let cp = ControlPlane::start();
     let docker_host = engine.docker_host();
-    let (mut agent, node) = start_agent(
+    let (mut agent, node) = start_agent_with_channel(
         &cp,
         "deploy-engine-restart",
         &[("DOCKER_HOST", &docker_host), ("HEARTBEAT_INTERVAL", "0.5")],
@@ -671,7 +654,7 @@ fn behind_proxy(
     let docker_host = proxy.docker_host();
     let mut all = vec![("DOCKER_HOST", docker_host.as_str())];
     all.extend_from_slice(env);
-    let (agent, node) = start_agent(&cp, name, &all);
+    let (agent, node) = start_agent_with_channel(&cp, name, &all);
     (engine, proxy, cp, agent, node)
 }
 
@@ -830,7 +813,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 fn a_flood_of_deploys_collapses_to_the_newest_in_bounded_memory() {
     let engine = Engine::start("deploy-flood");
     let cp = ControlPlane::start();
-    let (mut agent, node) = start_agent(
+    let (mut agent, node) = start_agent_with_channel(
         &cp,
         "deploy-flood",
         &[
@@ -892,7 +875,7 @@ fn a_deploy_body_over_1_mib_is_refused_in_bounded_memory() {
     let cp = ControlPlane::start();
     let dir = std::env::temp_dir().join(format!("miaas-deploy-big-{}", std::process::id()));
     let missing = format!("unix://{}/engine.sock", dir.display());
-    let (mut agent, node) = start_agent(
+    let (mut agent, node) = start_agent_with_channel(
         &cp,
         "deploy-big",
         &[("DOCKER_HOST", &missing), ("LOG_LEVEL", "info")],
@@ -985,7 +968,8 @@ fn what_the_agent_cannot_do_is_said_on_the_channel() {
     let cp = ControlPlane::start();
     let dir = std::env::temp_dir().join(format!("miaas-deploy-noengine-{}", std::process::id()));
     let missing = format!("unix://{}/engine.sock", dir.display());
-    let (mut agent, node) = start_agent(&cp, "deploy-noengine", &[("DOCKER_HOST", &missing)]);
+    let (mut agent, node) =
+        start_agent_with_channel(&cp, "deploy-noengine", &[("DOCKER_HOST", &missing)]);
     // Registered with what it can do.
     let registration = registrations(&cp.requests())[0].json().unwrap();
     assert_eq!(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::podman::{Podman, text};
-use support::{Agent, ControlPlane, WAIT};
+use support::{Agent, ControlPlane, WAIT, start_agent_with_channel};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
@@ -28,25 +28,6 @@ const APPLY_WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // The agent, the control plane, a viewer.
-
-/// Starts the agent against `cp` and waits for its channel's `hello`; its node ID.
-fn start_agent(cp: &ControlPlane, name: &str, env: &[(&str, &str)]) -> (Agent, String) {
-    let hellos = |m: &[control_plane::ChannelMessage]| {
-        m.iter().filter(|m| m.kind() == Some("hello")).count()
-    };
-    let before = hellos(&cp.channel_messages());
-    let mut all = vec![("NODE_NAME", name), ("LOG_LEVEL", "debug")];
-    all.extend_from_slice(env);
-    let mut agent = Agent::start(&cp.url(), &all);
-    let line = agent.expect_line("Registered successfully. Node ID: ", WAIT);
-    let node_id = line.rsplit(' ').next().unwrap().to_string();
-    assert!(
-        cp.wait_until_channel(WAIT, |m| hellos(m) > before),
-        "no hello; the agent said:\n{}",
-        agent.output()
-    );
-    (agent, node_id)
-}
 
 /// A log viewer's WebSocket.
 struct Viewer {
@@ -232,7 +213,7 @@ fn a_deployments_lines_reach_a_viewer_in_order_through_restarts_and_applies() {
         .unwrap_or_else(|reason| no_podman(&reason));
     let cp = ControlPlane::start();
     let host = format!("unix://{}", socket.display());
-    let (mut agent, node) = start_agent(&cp, "logs-e2e", &[("DOCKER_HOST", &host)]);
+    let (mut agent, node) = start_agent_with_channel(&cp, "logs-e2e", &[("DOCKER_HOST", &host)]);
 
     let one = format!("services:\n  a:\n{}  b:\n{}", writer("a"), writer("b"));
     let generation = deploy(&cp, &node, "shop", &one);
@@ -634,7 +615,7 @@ fn fake_setup(
         engine.add(deployment, service, logs.clone());
     }
     let cp = ControlPlane::start();
-    let (agent, node) = start_agent(&cp, name, &[("DOCKER_HOST", &engine.host())]);
+    let (agent, node) = start_agent_with_channel(&cp, name, &[("DOCKER_HOST", &engine.host())]);
     (engine, cp, agent, node)
 }
 

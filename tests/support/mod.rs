@@ -355,6 +355,30 @@ pub fn published_port() -> u16 {
     panic!("no free port in {below}..{lowest_ephemeral}");
 }
 
+/// Starts the agent against `cp` (debug log, `NODE_NAME` = `name`, then `env`) and waits for
+/// its node and an open channel (a new `hello`); its node ID.
+pub fn start_agent_with_channel(
+    cp: &ControlPlane,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Agent, String) {
+    let hellos = |messages: &[control_plane::ChannelMessage]| {
+        messages
+            .iter()
+            .filter(|m| m.kind() == Some("hello"))
+            .count()
+    };
+    let before = hellos(&cp.channel_messages());
+    let mut all = vec![("NODE_NAME", name), ("LOG_LEVEL", "debug")];
+    all.extend_from_slice(env);
+    let mut agent = Agent::start(&cp.url(), &all);
+    let line = agent.expect_line("Registered successfully. Node ID: ", WAIT);
+    let node_id = line.rsplit(' ').next().unwrap().to_string();
+    let connected = cp.wait_until_channel(WAIT, |messages| hellos(messages) > before);
+    assert!(connected, "no hello; the agent said:\n{}", agent.output());
+    (agent, node_id)
+}
+
 pub fn registrations(requests: &[Request]) -> Vec<&Request> {
     requests.iter().filter(|r| r.is_register()).collect()
 }
