@@ -35,6 +35,8 @@ struct State {
     /// When the fault hit, and the request line it hit.
     hit: Option<(Instant, String)>,
     gone: bool,
+    /// Every request line, in the order they came.
+    seen: Vec<String>,
 }
 
 pub struct EngineProxy {
@@ -99,6 +101,12 @@ impl EngineProxy {
         state.hit.clone()
     }
 
+    /// How many requests so far had a request line containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        let state = self.state.0.lock().unwrap();
+        state.seen.iter().filter(|line| line.contains(needle)).count()
+    }
+
     /// Everything passes again, and a vanished socket is back.
     pub fn come_back(&self) {
         let (lock, changed) = &*self.state;
@@ -132,6 +140,7 @@ fn serve(client: UnixStream, socket: &Path, upstream: &Path, state: &(Mutex<Stat
     let fault = {
         let (lock, changed) = state;
         let mut state = lock.lock().unwrap();
+        state.seen.push(request_line.clone());
         let fires = match &mut state.rule {
             Some(rule) if request_line.contains(&rule.needle) => {
                 if rule.skip == 0 {
