@@ -19,6 +19,7 @@ use miaas_agent::deploy::{
     ApplyRequest, DEPLOYMENT_LABEL, NodePolicy, apply, observe, observe_all, remove,
 };
 use miaas_agent::engine::EngineClient;
+use support::engine_proxy::{EngineProxy, Fault};
 use support::podman::{Podman, text};
 
 const DB_IMAGE: &str = "docker.io/library/postgres:16";
@@ -520,4 +521,54 @@ fn dependencies_wait_for_health_and_completion_on_docker() {
     );
     let status = within(60, "remove", remove(&engine, "ordered", 2, &mut |_| {}));
     assert_eq!(status.status, State::Removed, "{status:?}");
+}
+
+/// Services that need nothing of each other are started side by side, as compose starts them;
+/// the one that depends on both waits for both. The first start is held unanswered, and the
+/// other one must reach the engine meanwhile.
+#[test]
+fn independent_services_start_side_by_side_and_their_dependent_after_both() {
+    let Setup {
+        podman,
+        engine,
+        host_dir,
+    } = setup("apply-waves");
+    let proxy = EngineProxy::start(podman.dir.join("proxy.sock"), engine.socket().into());
+    let engine = EngineClient::new(&proxy.socket);
+    let id = "waves";
+    let file = "services:\n  a:\n    image: postgres:16\n    command: [/busybox, sleep, '3600']\n  b:\n    image: postgres:16\n    command: [/busybox, sleep, '3600']\n  c:\n    image: nginx:1\n    command: [/busybox, sleep, '3600']\n    depends_on: [a, b]\n";
+    let project = load(file, &host_dir, id);
+    // Held 5 s, then closed: the engine never sees that start, and the apply fails.
+    proxy.break_on("/start", 0, Fault::Stall(Duration::from_secs(5)));
+    let (status, _) = std::thread::scope(|scope| {
+        let applying = scope.spawn(|| run(&engine, id, 1, &project, &NodePolicy::default()));
+        let (held, request) = proxy
+            .wait_hit(Duration::from_secs(60))
+            .expect("no start reached the engine");
+        while proxy.count("/start") < 2 {
+            assert!(
+                held.elapsed() < Duration::from_secs(3),
+                "while {request} was held, the other independent service was not started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        applying.join().unwrap()
+    });
+    assert_eq!(status.status, State::Failed, "{status:?}");
+    assert!(
+        status.message.starts_with("service a:") || status.message.starts_with("service b:"),
+        "{}",
+        status.message
+    );
+    // c needs both: nothing of it was created or started.
+    assert_eq!(proxy.count("/start"), 2);
+    let names: Vec<String> = containers(&engine, id).into_keys().collect();
+    assert_eq!(names, ["waves-a-1", "waves-b-1"], "{names:?}");
+
+    // The next apply converges: the one that was not started starts, then c.
+    let (status, _) = run(&engine, id, 2, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(containers(&engine, id).len(), 3);
+    let removed = within(60, "remove", remove(&engine, id, 3, &mut |_| {}));
+    assert_eq!(removed.status, State::Removed, "{removed:?}");
 }

@@ -10,18 +10,21 @@
 //! its own timeout); the executor may apply again.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE as BASE64URL;
+use futures_lite::future;
 use miniserde::Serialize;
 
 use super::compose::{ComposeProject, Service};
 use super::labels::{DEPLOYMENT_LABEL, filter};
 use super::observe;
-use super::plan::{self, Actual, Existing, Replica};
+use super::plan::{self, Actual, Existing, Replica, ServicePlan};
 use super::policy::{NodePolicy, registry_of};
+use super::side_by_side::side_by_side;
 use super::spec::{self, ContainerSpec};
 use crate::control_plane::channel::messages::{
     DeploymentStatus, PullProgress, RegistryCredential, State,
@@ -99,9 +102,12 @@ async fn converge(
     let reading = |error: EngineError| {
         format!("cannot read the engine's containers, networks and volumes: {error}")
     };
-    let containers = engine.containers(&[&own]).await.map_err(reading)?;
-    let networks = engine.networks(&[]).await.map_err(reading)?;
-    let volumes = engine.volumes(&[]).await.map_err(reading)?;
+    let (containers, (networks, volumes)) = future::try_zip(
+        engine.containers(&[&own]),
+        future::try_zip(engine.networks(&[]), engine.volumes(&[])),
+    )
+    .await
+    .map_err(reading)?;
     let plan = plan::plan(
         project,
         request.deployment_id,
@@ -152,53 +158,76 @@ async fn converge(
                 )
             })?;
     }
-    for service_plan in &plan.services {
-        let service = &project.services[&service_plan.service];
-        let context = |what: String| format!("service {}: {what}", service.name);
-        wait_for_dependencies(engine, request, service, report)
+    // The services of a wave side by side, each with its own engine calls; a failure lets the
+    // others of its wave finish (no engine call is cut off halfway), then stops the apply.
+    let report = Mutex::new(report);
+    let say = |status: DeploymentStatus| (report.lock().expect("not poisoned"))(status);
+    for wave in plan.services.chunk_by(|a, b| a.wave == b.wave) {
+        let services = wave
+            .iter()
+            .map(|service_plan| apply_service(engine, request, service_plan, &image_ids, &say))
+            .collect();
+        side_by_side(services)
             .await
-            .map_err(context)?;
-        let grace = stop_grace(service);
-        for surplus in &service_plan.surplus {
-            remove_container(engine, surplus, grace)
+            .into_iter()
+            .collect::<Result<(), String>>()?;
+    }
+    Ok(())
+}
+
+/// One service of the plan, as compose's `up` does it: its dependencies' conditions, surplus
+/// containers removed, then each replica kept, started, restarted, created or recreated.
+async fn apply_service(
+    engine: &EngineClient,
+    request: &ApplyRequest<'_>,
+    service_plan: &ServicePlan,
+    image_ids: &BTreeMap<String, String>,
+    say: &(dyn Fn(DeploymentStatus) + Sync),
+) -> Result<(), String> {
+    let project = request.project;
+    let service = &project.services[&service_plan.service];
+    let context = |what: String| format!("service {}: {what}", service.name);
+    wait_for_dependencies(engine, request, service, say)
+        .await
+        .map_err(context)?;
+    let grace = stop_grace(service);
+    for surplus in &service_plan.surplus {
+        remove_container(engine, surplus, grace)
+            .await
+            .map_err(|e| context(format!("removing {} failed: {e}", surplus.name)))?;
+    }
+    for replica in &service_plan.replicas {
+        let spec = ContainerSpec {
+            project,
+            service,
+            number: replica.number(),
+            deployment_id: request.deployment_id,
+            generation: request.generation,
+            image_id: image_ids.get(&service.image).map_or("", String::as_str),
+        };
+        match replica {
+            Replica::Keep(existing) if service_plan.restart_kept => engine
+                .container_restart(&existing.id, grace)
                 .await
-                .map_err(|e| context(format!("removing {} failed: {e}", surplus.name)))?;
-        }
-        for replica in &service_plan.replicas {
-            let spec = ContainerSpec {
-                project,
-                service,
-                number: replica.number(),
-                deployment_id: request.deployment_id,
-                generation: request.generation,
-                image_id: image_ids.get(&service.image).map_or("", String::as_str),
-            };
-            match replica {
-                Replica::Keep(existing) if service_plan.restart_kept => engine
-                    .container_restart(&existing.id, grace)
+                .map_err(|e| context(format!("restarting {} failed: {e}", existing.name)))?,
+            Replica::Keep(existing) if !matches!(existing.state.as_str(), "running" | "paused") => {
+                engine
+                    .container_start(&existing.id)
                     .await
-                    .map_err(|e| context(format!("restarting {} failed: {e}", existing.name)))?,
-                Replica::Keep(existing)
-                    if !matches!(existing.state.as_str(), "running" | "paused") =>
-                {
-                    engine
-                        .container_start(&existing.id)
-                        .await
-                        .map_err(|e| context(format!("starting {} failed: {e}", existing.name)))?
-                }
-                Replica::Keep(_) => {}
-                Replica::Create(_) => create_and_start(engine, &spec).await.map_err(context)?,
-                Replica::Recreate(existing) => {
-                    remove_container(engine, existing, grace)
-                        .await
-                        .map_err(|e| {
-                            context(format!(
-                                "removing {} to recreate it failed: {e}",
-                                existing.name
-                            ))
-                        })?;
-                    create_and_start(engine, &spec).await.map_err(context)?;
-                }
+                    .map_err(|e| context(format!("starting {} failed: {e}", existing.name)))?
+            }
+            Replica::Keep(_) => {}
+            Replica::Create(_) => create_and_start(engine, &spec).await.map_err(context)?,
+            Replica::Recreate(existing) => {
+                remove_container(engine, existing, grace)
+                    .await
+                    .map_err(|e| {
+                        context(format!(
+                            "removing {} to recreate it failed: {e}",
+                            existing.name
+                        ))
+                    })?;
+                create_and_start(engine, &spec).await.map_err(context)?;
             }
         }
     }
@@ -277,7 +306,7 @@ async fn wait_for_dependencies(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     service: &Service,
-    report: &mut (dyn FnMut(DeploymentStatus) + Send),
+    report: &(dyn Fn(DeploymentStatus) + Sync),
 ) -> Result<(), String> {
     for (name, dependency) in &service.depends_on {
         let condition = dependency.condition.as_str();
@@ -387,14 +416,20 @@ async fn images(
     request: &ApplyRequest<'_>,
     report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<BTreeMap<String, String>, String> {
-    let mut ids = BTreeMap::new();
+    let mut images: Vec<&str> = Vec::new();
     for service in request.project.services.values() {
-        let image = service.image.as_str();
-        if ids.contains_key(image) {
-            continue;
+        if !images.contains(&service.image.as_str()) {
+            images.push(&service.image);
         }
+    }
+    let inspects = images
+        .iter()
+        .map(|image| engine.image_inspect(image))
+        .collect();
+    let mut ids = BTreeMap::new();
+    for (image, found) in images.into_iter().zip(side_by_side(inspects).await) {
         let inspect = |error: EngineError| format!("cannot inspect the image {image}: {error}");
-        if let Some(found) = engine.image_inspect(image).await.map_err(inspect)? {
+        if let Some(found) = found.map_err(inspect)? {
             ids.insert(image.to_string(), found.id);
             continue;
         }

@@ -1,6 +1,7 @@
 //! The live state of deployments on the node, from the engine: one container list filtered by
 //! the ownership label, and each container's inspect for its state and health.
 use super::labels::{DEPENDS_ON_LABEL, DEPLOYMENT_LABEL, GENERATION_LABEL, SERVICE_LABEL};
+use super::side_by_side::side_by_side;
 use crate::control_plane::channel::messages::{DeploymentStatus, ServiceState, State};
 use crate::engine::{ContainerDetails, ContainerSummary, EngineClient, EngineError};
 use crate::text::printable;
@@ -50,14 +51,27 @@ pub struct Observed {
     pub details: ContainerDetails,
 }
 
+/// How many inspects are asked at once: a listing's round trips shrink by this much, and a
+/// node with hundreds of containers does not open hundreds of connections to its engine.
+const INSPECTS_AT_ONCE: usize = 8;
+
 async fn inspect_all(
     engine: &EngineClient,
     containers: Vec<ContainerSummary>,
 ) -> Result<Vec<Observed>, EngineError> {
     let mut out = Vec::new();
-    for summary in containers {
-        if let Some(details) = engine.container_inspect(&summary.id).await? {
-            out.push(Observed { summary, details });
+    let mut containers = containers.into_iter().peekable();
+    while containers.peek().is_some() {
+        let batch: Vec<ContainerSummary> = containers.by_ref().take(INSPECTS_AT_ONCE).collect();
+        let inspects = batch
+            .iter()
+            .map(|summary| engine.container_inspect(&summary.id))
+            .collect();
+        let inspected = side_by_side(inspects).await;
+        for (summary, details) in batch.into_iter().zip(inspected) {
+            if let Some(details) = details? {
+                out.push(Observed { summary, details });
+            }
         }
     }
     Ok(out)

@@ -77,6 +77,9 @@ pub struct ServicePlan {
     pub surplus: Vec<Existing>,
     /// A dependency with `restart: true` is created or recreated: kept containers restart.
     pub restart_kept: bool,
+    /// Every dependency of the service is in an earlier wave, so the services of one wave are
+    /// applied side by side, as compose starts services that do not depend on each other.
+    pub wave: usize,
 }
 
 impl ServicePlan {
@@ -97,7 +100,7 @@ pub struct Plan {
     pub create_volumes: Vec<String>,
     /// Containers of services no longer in the file.
     pub orphans: Vec<Existing>,
-    /// Every service, dependencies first.
+    /// Every service, dependencies first, by `wave`.
     pub services: Vec<ServicePlan>,
 }
 
@@ -184,7 +187,11 @@ pub fn plan(
     }
 
     let mut changed: Vec<&str> = Vec::new();
-    for name in order(project) {
+    for (wave, name) in waves(project)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(wave, names)| names.into_iter().map(move |name| (wave, name)))
+    {
         let service = &project.services[name];
         let hash = project.config_hash(name).unwrap_or_default();
         let image_id = image_ids.get(&service.image).map(String::as_str);
@@ -207,6 +214,7 @@ pub fn plan(
             replicas: Vec::new(),
             surplus: Vec::new(),
             restart_kept: false,
+            wave,
         };
         let mut seen: Vec<u64> = Vec::new();
         for (existing, summary) in existing {
@@ -258,6 +266,12 @@ pub fn plan(
 /// Services with every dependency first: `depends_on`, and the service whose namespaces one
 /// shares (`network_mode`, `ipc`, `pid` as `service:x`), which must exist to be joined.
 pub fn order(project: &ComposeProject) -> Vec<&str> {
+    waves(project).into_iter().flatten().collect()
+}
+
+/// The services in waves: the first holds those that need no other, each next one those whose
+/// needs (as in `order`) are all in earlier waves. Names in a wave are in name order.
+pub fn waves(project: &ComposeProject) -> Vec<Vec<&str>> {
     let needs = |name: &str| -> Vec<&str> {
         let service = &project.services[name];
         let mut needs: Vec<&str> = service.depends_on.keys().map(String::as_str).collect();
@@ -272,8 +286,8 @@ pub fn order(project: &ComposeProject) -> Vec<&str> {
     };
     // A list, not a B-tree set: see `ComposeProject::check_cycles`.
     let mut done: Vec<&str> = Vec::new();
-    let mut ordered = Vec::new();
-    while ordered.len() < project.services.len() {
+    let mut waves = Vec::new();
+    while done.len() < project.services.len() {
         let ready: Vec<&str> = project
             .services
             .keys()
@@ -282,22 +296,20 @@ pub fn order(project: &ComposeProject) -> Vec<&str> {
             .collect();
         if ready.is_empty() {
             // A cycle through namespaces (depends_on cycles are refused by the model): the
-            // rest in name order; the engine will say what it cannot join.
-            ordered.extend(
-                project
-                    .services
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|name| !done.contains(name)),
-            );
+            // rest one by one in name order; the engine will say what it cannot join.
+            let rest: Vec<&str> = project
+                .services
+                .keys()
+                .map(String::as_str)
+                .filter(|name| !done.contains(name))
+                .collect();
+            waves.extend(rest.into_iter().map(|name| vec![name]));
             break;
         }
-        for name in ready {
-            done.push(name);
-            ordered.push(name);
-        }
+        done.extend(&ready);
+        waves.push(ready);
     }
-    ordered
+    waves
 }
 
 #[cfg(test)]

@@ -322,3 +322,29 @@ fn a_namespace_owner_recreated_recreates_its_sharers_and_restart_dependents() {
     );
     assert!(plan.services[2].restart_kept);
 }
+
+#[test]
+fn services_that_need_nothing_of_each_other_share_a_wave() {
+    let file = "services:\n  web:\n    image: nginx:1\n    depends_on: [db, cache]\n  db:\n    image: nginx:1\n  cache:\n    image: nginx:1\n  proxy:\n    image: nginx:1\n    network_mode: service:web\n  batch:\n    image: nginx:1\n";
+    let p = project(file);
+    assert_eq!(
+        waves(&p),
+        [vec!["batch", "cache", "db"], vec!["web"], vec!["proxy"]]
+    );
+    let plan = plan_of(&p, &[]);
+    let by_wave: Vec<(&str, usize)> = plan
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.wave))
+        .collect();
+    assert_eq!(
+        by_wave,
+        [
+            ("batch", 0),
+            ("cache", 0),
+            ("db", 0),
+            ("web", 1),
+            ("proxy", 2)
+        ]
+    );
+}

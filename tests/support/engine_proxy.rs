@@ -104,7 +104,11 @@ impl EngineProxy {
     /// How many requests so far had a request line containing `needle`.
     pub fn count(&self, needle: &str) -> usize {
         let state = self.state.0.lock().unwrap();
-        state.seen.iter().filter(|line| line.contains(needle)).count()
+        state
+            .seen
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     /// Everything passes again, and a vanished socket is back.
