@@ -9,8 +9,8 @@
 # said after the size rows and again at the end): the plain build ≤ 1 MiB, the default build (what scripts/build.sh puts in dist/)
 # ≤ 2.5 MiB. Needs valgrind (installed when missing) and, for the image size, podman. The
 # deployment figures (examples/bench-deploy.rs) run the default build over https:// with its
-# channel open, and on Debian's dockerd beside Debian's docker-compose 1.29 (both installed when
-# missing, as root).
+# channel open, and on Debian's dockerd and on podman's service, each beside Debian's
+# docker-compose 1.29 (installed when missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +23,9 @@ if ! command -v valgrind >/dev/null; then
   { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null 2>&1 ||
     { echo "bench: please install valgrind" >&2; exit 1; }
 fi
-if ! command -v docker-compose >/dev/null || ! command -v dockerd >/dev/null; then
-  { apt-get update -qq && apt-get install -y -qq docker.io docker-compose busybox-static; } >/dev/null 2>&1 ||
-    echo "bench: docker.io and docker-compose could not be installed: no deployment figures on dockerd" >&2
+if ! command -v docker-compose >/dev/null || ! command -v dockerd >/dev/null || ! command -v podman >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq docker.io docker-compose podman runc busybox-static; } >/dev/null 2>&1 ||
+    echo "bench: docker.io, podman and docker-compose could not be installed: deployment figures only where an engine is" >&2
 fi
 
 # The plain-HTTP build first, kept aside; then the default build, into dist/.
