@@ -46,8 +46,12 @@ if command -v podman >/dev/null && [ -x /bin/busybox ] && [ "$(id -u)" = 0 ]; th
   cp /bin/busybox "$podman_dir/image/busybox"
   printf 'FROM scratch\nCOPY busybox /busybox\n' > "$podman_dir/image/Containerfile"
   if demo_podman build --quiet --isolation chroot --tag docker.io/library/nginx:1 "$podman_dir/image" >/dev/null; then
-    CONTAINERS_CONF="$podman_dir/containers.conf" demo_podman system service --time=0 \
-      "unix://$podman_dir/podman.sock" >/dev/null 2>&1 &
+    # In a subshell that execs podman, so that $! is podman itself and the cleanup's kill
+    # reaches it (a background job ignores the terminal's Ctrl-C).
+    (CONTAINERS_CONF="$podman_dir/containers.conf" exec podman --root "$podman_dir/root" \
+      --runroot "$podman_dir/runroot" --tmpdir "$podman_dir/tmp" --storage-driver vfs \
+      --runtime runc --cgroup-manager cgroupfs system service --time=0 \
+      "unix://$podman_dir/podman.sock" >/dev/null 2>&1) &
     pids+=($!)
     for _ in $(seq 100); do [ -S "$podman_dir/podman.sock" ] && break; sleep 0.1; done
     engine_env=(DOCKER_HOST="unix://$podman_dir/podman.sock")
