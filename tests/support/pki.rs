@@ -55,9 +55,13 @@ impl Ca {
     }
 }
 
-/// A directory of its own for a test's PEM files.
+/// A directory of its own for a test's PEM files. Kept while the test process runs (the agent
+/// under test reads them to its end); those of test processes that have ended are removed by
+/// the next one.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_ended);
     let dir = std::env::temp_dir().join(format!(
         "miaas-tls-{}-{}",
         std::process::id(),
@@ -65,6 +69,26 @@ pub fn scratch_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes the scratch directories whose process is gone.
+fn remove_ended() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("miaas-tls-")) else {
+            continue;
+        };
+        let ended = rest
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
