@@ -232,9 +232,14 @@ async fn consume(
                     }
                 }
             }
-            Command::Logs(request) => {
+            Command::Logs {
+                request,
+                connection,
+            } => {
                 let known = shared.table().contains(&request.deployment_id);
-                streams.start(request, known, shared.finder.find()).await;
+                streams
+                    .start(request, connection, known, shared.finder.find())
+                    .await;
             }
             Command::LogsStop { stream_id } => streams.stop(&stream_id).await,
             Command::ChannelLost => {

@@ -31,6 +31,7 @@ use super::labels::{DEPLOYMENT_LABEL, ONEOFF_LABEL, SERVICE_LABEL};
 use crate::control_plane::channel::Uplink;
 use crate::control_plane::channel::messages::{LogEnd, LogLine, LogsRequest, MAX_LOG_TEXT_BYTES};
 use crate::engine::{EngineClient, EngineError, LogOptions, LogSource};
+use crate::text::printable;
 
 /// The most log streams a node serves at once. Each holds one engine connection per container
 /// it follows and at most one line per container; 64 viewers is more than a deployment page
@@ -110,11 +111,13 @@ impl LogStreams {
         self.inner.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a stream for `request`; `known` says whether the agent knows the deployment, and
-    /// `engine` is the engine or why there is none. A `stream_id` already open is replaced.
+    /// Starts a stream for `request`, which came on `connection` (see `Command::Logs`); `known`
+    /// says whether the agent knows the deployment, and `engine` is the engine or why there is
+    /// none. A `stream_id` already open is replaced.
     pub async fn start(
         &self,
         request: LogsRequest,
+        connection: u64,
         known: bool,
         engine: Result<EngineClient, String>,
     ) {
@@ -124,6 +127,13 @@ impl LogStreams {
             // A connection ended and its `ChannelLost` did not come (the command queue was
             // full): its streams are over all the same, and their slots free.
             self.channel_lost();
+        }
+        if connection != ended {
+            crate::debug!(
+                "Log stream {}: asked on a connection that has ended; not started",
+                printable(&request.stream_id, 64)
+            );
+            return;
         }
         if !known {
             let ended = end(&request.stream_id, "unknown_deployment", None);
@@ -704,6 +714,49 @@ fn unix_time(ts: &str) -> Option<(i64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control_plane::channel::queues;
+
+    fn request(stream_id: &str) -> LogsRequest {
+        LogsRequest {
+            stream_id: stream_id.into(),
+            deployment_id: "d".into(),
+            tail: 0,
+            follow: true,
+            service: None,
+        }
+    }
+
+    /// A `logs` read on a connection that ended before it was handled is not started: no
+    /// stream, and no `log_end` on the next connection, whose control plane does not know it.
+    /// One from the current connection is answered (here with `log_end`: there is no engine).
+    #[test]
+    fn a_request_whose_connection_ended_is_not_started() {
+        let (uplink, up) = queues(4);
+        let streams = LogStreams::new(Arc::new(Executor::new()), uplink.clone());
+        let no_engine = || Err("no engine".to_string());
+        async_io::block_on(async {
+            let first = uplink.connections_ended();
+            up.drop_logs();
+            streams
+                .start(request("old"), first, true, no_engine())
+                .await;
+            assert!(
+                up.priority.try_recv().is_err(),
+                "the stale request was answered"
+            );
+            assert!(streams.open().is_empty());
+
+            let current = uplink.connections_ended();
+            streams
+                .start(request("new"), current, true, no_engine())
+                .await;
+            let answer = up
+                .priority
+                .try_recv()
+                .expect("the current request is answered");
+            assert!(format!("{answer:?}").contains("new"), "{answer:?}");
+        });
+    }
 
     fn lines(pieces: &[(&[u8], bool)]) -> Vec<(Vec<u8>, usize)> {
         let mut partial = Partial::default();

@@ -40,6 +40,9 @@ use messages::{Deploy, DeploymentStatus, Down, Hello, LogsRequest};
 use session::Ended;
 pub use session::MAX_MESSAGE_BYTES;
 pub use uplink::{LOG_CAPACITY, PRIORITY_CAPACITY, Uplink};
+// The uplink without a connection, for the log streams' tests.
+#[cfg(test)]
+pub(crate) use uplink::queues;
 
 /// Commands from the control plane waiting for the agent; the reader waits when they are full,
 /// which slows the control plane's sends instead of growing memory (a deploy is up to 1 MiB).
@@ -52,8 +55,14 @@ pub enum Command {
     /// generation at or below the one the agent has is acknowledged again, not re-applied.
     Deploy(Deploy),
     /// Start a log stream: send its lines with [`Uplink::try_log`] and end it with
-    /// [`Uplink::log_end`].
-    Logs(LogsRequest),
+    /// [`Uplink::log_end`]. `connection` is the connection it came on, as
+    /// [`Uplink::connections_ended`] counted when it was read: a request handled after its
+    /// connection ended is not started (its viewer is gone, and the next connection's control
+    /// plane would discard its lines).
+    Logs {
+        request: LogsRequest,
+        connection: u64,
+    },
     /// End a log stream, answered with `log_end` (`stopped`).
     LogsStop { stream_id: String },
     /// The connection ended: its log streams are over (their queued lines were dropped); the
@@ -61,11 +70,15 @@ pub enum Command {
     ChannelLost,
 }
 
-impl From<Down> for Command {
-    fn from(down: Down) -> Command {
+impl Command {
+    /// The command for a message read on `connection` (see `Logs`).
+    fn received(down: Down, connection: u64) -> Command {
         match down {
             Down::Deploy(deploy) => Command::Deploy(deploy),
-            Down::Logs(request) => Command::Logs(request),
+            Down::Logs(request) => Command::Logs {
+                request,
+                connection,
+            },
             Down::LogsStop { stream_id } => Command::LogsStop { stream_id },
         }
     }

@@ -80,7 +80,9 @@ pub(super) async fn run(
                         drop(text);
                         // Waits while the agent is behind: the control plane's sends slow down
                         // rather than the agent's memory growing.
-                        let _ = shared.commands.send(Command::from(down)).await;
+                        let connection = shared.uplink.connections_ended();
+                        let command = Command::received(down, connection);
+                        let _ = shared.commands.send(command).await;
                     }
                     Err(refusal) => {
                         crate::warn!(

@@ -34,14 +34,14 @@ pub struct Uplink {
 
 /// The writer's end.
 #[derive(Debug)]
-pub(super) struct UpQueues {
+pub(crate) struct UpQueues {
     pub priority: Receiver<Up>,
     pub logs: Receiver<Up>,
     room: Arc<Event>,
     ended: Arc<AtomicU64>,
 }
 
-pub(super) fn queues(log_capacity: usize) -> (Uplink, UpQueues) {
+pub(crate) fn queues(log_capacity: usize) -> (Uplink, UpQueues) {
     let (priority, priority_out) = async_channel::bounded(PRIORITY_CAPACITY);
     let (logs, logs_out) = async_channel::bounded(log_capacity.max(1));
     let room = Arc::new(Event::new());
