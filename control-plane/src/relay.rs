@@ -190,6 +190,16 @@ impl Viewer {
             state.dropped = 0;
         }
         if state.lines.len() >= VIEWER_QUEUE || state.dropped > 0 {
+            if is_agent_note(&line) {
+                // The agent's count of what it dropped is kept: the oldest line goes instead
+                // (counted), or the viewer would learn of the relay's drops only.
+                if state.lines.len() >= VIEWER_QUEUE {
+                    state.lines.pop_front();
+                    state.dropped += 1;
+                }
+                state.lines.push_back(line);
+                return true;
+            }
             state.dropped += 1;
             return false;
         }
@@ -204,6 +214,12 @@ impl Viewer {
             .close
             .get_or_insert((code, reason.to_string()));
     }
+}
+
+/// Whether a viewer's line is the agent's note of lines it dropped (`stream` `agent`). The
+/// line is compact JSON, where a container's own text has its quotes escaped.
+fn is_agent_note(line: &str) -> bool {
+    line.contains(r#""stream":"agent""#)
 }
 
 /// An open log stream: one viewer of one deployment, started on one channel connection.
@@ -979,5 +995,33 @@ mod tests {
         assert!(check_message(&json!({"type": "nope"})).is_err());
         assert!(check_message(&json!([1])).is_err());
         assert_eq!(truncate("é".repeat(100), 123).len(), 122);
+    }
+}
+
+#[cfg(test)]
+mod viewer_tests {
+    use super::*;
+
+    fn line(stream: &str, text: &str) -> String {
+        json!({"service": "a", "stream": stream, "ts": null, "line": text}).to_string()
+    }
+
+    #[test]
+    fn a_full_queue_drops_lines_but_keeps_the_agents_note_of_its_own_drops() {
+        let viewer = Viewer::default();
+        for n in 0..VIEWER_QUEUE {
+            assert!(viewer.push(line("stdout", &n.to_string())));
+        }
+        assert!(!viewer.push(line("stdout", "dropped")));
+        // A container line that merely says "stream":"agent" is text, escaped: dropped.
+        assert!(!viewer.push(line("stdout", r#""stream":"agent""#)));
+        assert!(viewer.push(line("agent", "… 7 lines dropped …")));
+        let mut out = Vec::new();
+        while let Some(ViewerOut::Line(text)) = viewer.next() {
+            out.push(serde_json::from_str::<Value>(&text).unwrap());
+        }
+        assert_eq!(out.len(), VIEWER_QUEUE);
+        assert_eq!(out[0]["line"], "1", "the oldest line made room");
+        assert_eq!(out[VIEWER_QUEUE - 1]["line"], "… 7 lines dropped …");
     }
 }
