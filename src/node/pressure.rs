@@ -54,7 +54,12 @@ pub fn load_average(text: &str) -> Option<[f64; 3]> {
 }
 
 /// The kernel prints both with two decimals; keep them so whatever the float parsing gives.
+/// From 1e13 up an f64 has no hundredths left to round, and `n * 100` could overflow to
+/// infinity (a corrupt figure such as `3e307`, found by the fuzzer): such a figure is kept.
 fn round_hundredth(n: f64) -> f64 {
+    if n.abs() >= 1e13 {
+        return n;
+    }
     (n * 100.0).round() / 100.0
 }
 
@@ -112,6 +117,14 @@ mod tests {
         ] {
             assert_eq!(some_avg10(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_huge_figure_stays_finite() {
+        let huge = format!("4 5.85 3{}", "3".repeat(307));
+        let load = load_average(&huge).unwrap();
+        assert!(load[2].is_finite() && load[2] > 3e307, "{load:?}");
+        assert_eq!(load_average("1e13 0 0"), Some([1e13, 0.0, 0.0]));
     }
 
     #[test]
