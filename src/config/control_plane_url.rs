@@ -191,7 +191,7 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
         let close = authority.find(']').ok_or("has an unclosed [ in the host")?;
         let host = &authority[..=close];
         if host[1..close].parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{host} is not an IPv6 address"));
+            return Err(format!("{host:?} is not an IPv6 address"));
         }
         match &authority[close + 1..] {
             "" => (host, None),
@@ -277,8 +277,11 @@ mod tests {
             "http://ho st",
             "http://[::1",
             "http://[nope]:80",
+            "http://[\n]:80",
         ] {
-            assert!(ControlPlaneUrl::parse(bad).is_err(), "{bad} was accepted");
+            let error = ControlPlaneUrl::parse(bad).expect_err(bad);
+            // A configuration error is one line, whatever the URL held.
+            assert!(!error.contains('\n'), "{bad:?}: {error}");
         }
     }
 

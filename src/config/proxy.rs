@@ -98,11 +98,13 @@ pub fn choose(
     let url = match value.split_once("://") {
         None => format!("http://{value}"),
         Some(("http" | "https", _)) => value.to_string(),
-        Some((scheme, _)) => {
+        // Named only when it is a scheme (RFC 3986); anything else could carry a line break.
+        Some((scheme, _)) if is_scheme(scheme) => {
             return Err(invalid(&format!(
                 "{scheme}:// proxies are not supported; use an http:// or https:// proxy"
             )));
         }
+        Some(_) => return Err(invalid(NOT_A_PROXY_URL)),
     };
     let (scheme, rest) = url.split_once("://").expect("has a scheme");
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -128,12 +130,19 @@ pub fn choose(
     };
     ProxyChoice::new(url, variable)
         .map(Some)
-        .map_err(|_| {
-            invalid(
-                "is not a proxy URL the HTTP client can use; write it as http://[user:password@]host[:port], \
-                 with a host name or address and percent-encoded (UTF-8) credentials",
-            )
-        })
+        .map_err(|_| invalid(NOT_A_PROXY_URL))
+}
+
+const NOT_A_PROXY_URL: &str = "is not a proxy URL the HTTP client can use; write it as \
+    http://[user:password@]host[:port], with a host name or address and percent-encoded (UTF-8) \
+    credentials";
+
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`, RFC 3986's scheme.
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// The port of `host:port`, if it has one.
@@ -303,6 +312,9 @@ mod tests {
             "http://[::1",
             "http://u:%ff@p:1",
             "http://p:1\u{7f}",
+            // What is before `://` is no scheme, so it is not named (it held a line break).
+            "in!f ,\n\nx=http://p:1",
+            "1http://p:1",
         ] {
             let error = choose_with("http://cp", &[("http_proxy", value)]).unwrap_err();
             assert!(error.starts_with("http_proxy=\""), "{value}: {error}");
