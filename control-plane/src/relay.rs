@@ -176,8 +176,9 @@ impl Viewer {
         }
     }
 
-    /// False when the queue is full (the line is dropped).
-    fn push(&self, line: String) -> bool {
+    /// False when the queue is full (the line is dropped). A line `from_agent` (the agent's note
+    /// of lines it dropped, of a container stopped or recreated) is kept: the oldest line goes.
+    fn push(&self, line: String, from_agent: bool) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.close.is_some() {
             return true;
@@ -190,7 +191,7 @@ impl Viewer {
             state.dropped = 0;
         }
         if state.lines.len() >= VIEWER_QUEUE || state.dropped > 0 {
-            if is_agent_note(&line) {
+            if from_agent {
                 // The agent's count of what it dropped is kept: the oldest line goes instead
                 // (counted), or the viewer would learn of the relay's drops only.
                 if state.lines.len() >= VIEWER_QUEUE {
@@ -214,12 +215,6 @@ impl Viewer {
             .close
             .get_or_insert((code, reason.to_string()));
     }
-}
-
-/// Whether a viewer's line is the agent's note of lines it dropped (`stream` `agent`). The
-/// line is compact JSON, where a container's own text has its quotes escaped.
-fn is_agent_note(line: &str) -> bool {
-    line.contains(r#""stream":"agent""#)
 }
 
 /// An open log stream: one viewer of one deployment, started on one channel connection.
@@ -541,7 +536,8 @@ impl Relay {
                     "ts": json["ts"],
                     "line": json["text"],
                 });
-                if !stream.viewer.push(line.to_string()) {
+                let from_agent = json["stream"] == "agent";
+                if !stream.viewer.push(line.to_string(), from_agent) {
                     self.dropped_lines.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -1010,12 +1006,10 @@ mod viewer_tests {
     fn a_full_queue_drops_lines_but_keeps_the_agents_note_of_its_own_drops() {
         let viewer = Viewer::default();
         for n in 0..VIEWER_QUEUE {
-            assert!(viewer.push(line("stdout", &n.to_string())));
+            assert!(viewer.push(line("stdout", &n.to_string()), false));
         }
-        assert!(!viewer.push(line("stdout", "dropped")));
-        // A container line that merely says "stream":"agent" is text, escaped: dropped.
-        assert!(!viewer.push(line("stdout", r#""stream":"agent""#)));
-        assert!(viewer.push(line("agent", "… 7 lines dropped …")));
+        assert!(!viewer.push(line("stdout", "dropped"), false));
+        assert!(viewer.push(line("agent", "… 7 lines dropped …"), true));
         let mut out = Vec::new();
         while let Some(ViewerOut::Line(text)) = viewer.next() {
             out.push(serde_json::from_str::<Value>(&text).unwrap());
