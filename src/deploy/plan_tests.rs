@@ -348,3 +348,12 @@ fn services_that_need_nothing_of_each_other_share_a_wave() {
         ]
     );
 }
+
+#[test]
+fn order_puts_every_dependency_first() {
+    let p = project(
+        "services:\n  a:\n    image: a\n    depends_on: [c]\n  b:\n    image: b\n  c:\n    image: c\n    depends_on: [b]\n",
+    );
+    assert_eq!(order(&p), ["b", "c", "a"]);
+    assert_eq!(waves(&p), [vec!["b"], vec!["c"], vec!["a"]]);
+}

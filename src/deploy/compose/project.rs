@@ -301,32 +301,6 @@ impl ComposeProject {
         Ok(())
     }
 
-    /// Services in an order that starts every dependency first (names break ties).
-    pub fn start_order(&self) -> Vec<&str> {
-        // A list, not a B-tree set: see `check_cycles`.
-        let mut done: Vec<&str> = Vec::new();
-        let mut order = Vec::new();
-        while order.len() < self.services.len() {
-            let ready: Vec<&str> = self
-                .services
-                .values()
-                .filter(|s| {
-                    !done.contains(&s.name.as_str())
-                        && s.depends_on.keys().all(|d| done.contains(&d.as_str()))
-                })
-                .map(|s| s.name.as_str())
-                .collect();
-            if ready.is_empty() {
-                break; // Not after `load`, which refuses cycles.
-            }
-            for name in ready {
-                done.push(name);
-                order.push(name);
-            }
-        }
-        order
-    }
-
     /// The config hash of a service (see `hash`); `None` for an unknown service.
     pub fn config_hash(&self, service: &str) -> Option<String> {
         self.services

@@ -136,13 +136,6 @@ fn normalisation_and_names() {
     assert_eq!(project.networks["default"].name, "deploy-1_default");
     assert_eq!(project.container_name(web, 2), "deploy-1-web-2");
     assert_eq!(project.container_name(&project.services["db"], 1), "db");
-    assert_eq!(project.start_order(), ["db", "web"]);
-}
-
-#[test]
-fn start_order_puts_dependencies_first() {
-    let project = load("services:\n  a:\n    image: a\n    depends_on: [c]\n  b:\n    image: b\n  c:\n    image: c\n    depends_on: [b]\n").unwrap();
-    assert_eq!(project.start_order(), ["b", "c", "a"]);
 }
 
 const HASHED: &str = "services:
