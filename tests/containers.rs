@@ -7,7 +7,6 @@ mod support;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -373,58 +372,6 @@ fn no_podman(reason: &str) -> ! {
     );
 }
 
-/// A `FROM scratch` image holding one static binary that sleeps.
-fn build_scratch_image(podman: &Podman) {
-    let context = podman.dir.join("context");
-    std::fs::create_dir_all(&context).unwrap();
-    let static_busybox = std::fs::read("/bin/busybox")
-        .ok()
-        .filter(|elf| is_static_elf(elf));
-    let Some(binary) = static_busybox else {
-        no_podman("no static /bin/busybox (Debian's busybox-static) to put in the image");
-    };
-    std::fs::write(context.join("busybox"), binary).unwrap();
-    std::fs::write(
-        context.join("Containerfile"),
-        "FROM scratch\nCOPY busybox /busybox\nENTRYPOINT [\"/busybox\", \"sleep\", \"3600\"]\n",
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(context.join("busybox"))
-        .unwrap()
-        .permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(context.join("busybox"), permissions).unwrap();
-    run(
-        podman,
-        &[
-            "build",
-            "--isolation",
-            "chroot",
-            "--tag",
-            "localhost/miaas-sleeper",
-            context.to_str().unwrap(),
-        ],
-    );
-}
-
-/// A 64-bit ELF without a PT_INTERP program header needs no loader, so it runs in an empty image.
-fn is_static_elf(elf: &[u8]) -> bool {
-    let number = |at: usize, len: usize| {
-        elf.get(at..at + len)
-            .map(|bytes| bytes.iter().rev().fold(0usize, |n, &b| n << 8 | b as usize))
-    };
-    if !elf.starts_with(b"\x7fELF\x02\x01") {
-        return false;
-    }
-    let (Some(offset), Some(size), Some(count)) =
-        (number(0x20, 8), number(0x36, 2), number(0x38, 2))
-    else {
-        return false;
-    };
-    const PT_INTERP: usize = 3;
-    (0..count).all(|i| number(offset + i * size, 4).is_some_and(|kind| kind != PT_INTERP))
-}
-
 #[test]
 fn podman_lists_its_running_container_and_reports_its_version() {
     let started = Instant::now();
@@ -432,7 +379,9 @@ fn podman_lists_its_running_container_and_reports_its_version() {
     let version = run(&podman, &["version", "--format", "{{.Client.Version}}"]);
     let version = version.trim().to_string();
 
-    build_scratch_image(&podman);
+    podman
+        .build_busybox_image("localhost/miaas-sleeper")
+        .unwrap_or_else(|reason| no_podman(&reason));
     run(
         &podman,
         &[
@@ -447,6 +396,9 @@ fn podman_lists_its_running_container_and_reports_its_version() {
             "--ulimit",
             "nproc=1024:1024",
             "localhost/miaas-sleeper",
+            "/busybox",
+            "sleep",
+            "3600",
         ],
     );
     // A stopped container too: only running ones are listed.
@@ -459,27 +411,15 @@ fn podman_lists_its_running_container_and_reports_its_version() {
             "--network",
             "host",
             "localhost/miaas-sleeper",
+            "/busybox",
+            "sleep",
+            "3600",
         ],
     );
 
-    let socket = podman.dir.join("podman.sock");
-    podman.service = Some(
-        podman
-            .command()
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| no_podman(&format!("cannot start podman's service: {error}"))),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        if Instant::now() > deadline {
-            no_podman("`podman system service` did not open its socket within 20 s");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    let socket = podman
+        .start_service()
+        .unwrap_or_else(|reason| no_podman(&reason));
 
     let control_plane = ControlPlane::start();
     let mut agent = start_agent(&control_plane, &format!("unix://{}", socket.display()));
