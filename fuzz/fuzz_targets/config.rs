@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use miaas_agent::config::{Invocation, parse};
 use miaas_agent::config::ControlPlaneUrl;
+use miaas_agent::config::{Invocation, parse};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

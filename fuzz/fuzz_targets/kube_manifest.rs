@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(version) = api_server_version(text) {
-        assert!(version.starts_with('v') && version.len() <= 64, "{version:?}");
+        assert!(
+            version.starts_with('v') && version.len() <= 64,
+            "{version:?}"
+        );
         assert!(
             version
                 .bytes()

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     let mounts = real_filesystems(text);
     assert!(mounts.len() <= text.lines().count());
     for (index, mount) in mounts.iter().enumerate() {
-        for never in ["tmpfs", "overlay", "autofs", "proc", "sysfs", "nfs", "nfs4", "squashfs"] {
+        for never in [
+            "tmpfs", "overlay", "autofs", "proc", "sysfs", "nfs", "nfs4", "squashfs",
+        ] {
             assert_ne!(mount.fs_type, never, "{mount:?}");
         }
         for (other_index, other) in mounts.iter().enumerate() {

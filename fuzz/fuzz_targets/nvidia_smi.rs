@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     for (n, gpu) in gpus.iter().enumerate() {
         let parts: Vec<&str> = gpu.id.split([':', '.']).collect();
         assert!(gpu.id.len() == 12 && parts.len() == 4, "{:?}", gpu.id);
-        assert!(gpus[..n].iter().all(|other| other.id != gpu.id), "{:?} twice", gpu.id);
+        assert!(
+            gpus[..n].iter().all(|other| other.id != gpu.id),
+            "{:?} twice",
+            gpu.id
+        );
         assert!(gpu.uuid.starts_with("GPU-"), "{:?}", gpu.uuid);
         assert!(!gpu.name.trim().is_empty() && !gpu.name.chars().any(char::is_control));
         assert!(gpu.util.is_none_or(|percent| percent <= 100));

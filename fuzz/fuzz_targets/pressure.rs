@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(avg10) = some_avg10(text) {
-        assert!(avg10.is_finite() && (0.0..=100.0).contains(&avg10), "{avg10}");
+        assert!(
+            avg10.is_finite() && (0.0..=100.0).contains(&avg10),
+            "{avg10}"
+        );
         assert!(text.starts_with("some "));
     }
     if let Some(load) = load_average(text) {

@@ -40,12 +40,13 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let client = ControlPlane::new(&config);
-    let longest_id = "a-_Z9".repeat(NODE_ID_MAX_LEN).split_off(4 * NODE_ID_MAX_LEN);
+    let longest_id = "a-_Z9"
+        .repeat(NODE_ID_MAX_LEN)
+        .split_off(4 * NODE_ID_MAX_LEN);
     assert_eq!(longest_id.len(), NODE_ID_MAX_LEN);
-    let registration = parse_registration(&format!(
-        r#"{{"node_id":"{longest_id}","node_token":"t"}}"#
-    ))
-    .expect("the longest node id is accepted");
+    let registration =
+        parse_registration(&format!(r#"{{"node_id":"{longest_id}","node_token":"t"}}"#))
+            .expect("the longest node id is accepted");
     let _target = client.heartbeat_target(&registration);
 
     let url = &config.control_plane_url;
@@ -63,16 +64,21 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|error| panic!("{url} + {path}: {error}"));
         assert_eq!(uri.scheme_str(), Some(scheme), "{uri}");
         assert_eq!(
-            uri.host().map(|host| host.trim_start_matches('[').trim_end_matches(']')),
+            uri.host()
+                .map(|host| host.trim_start_matches('[').trim_end_matches(']')),
             Some(url.host()),
             "{uri}"
         );
         assert_eq!(
-            uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 }),
+            uri.port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 }),
             url.port(),
             "{uri}"
         );
-        assert!(uri.path().ends_with(&path), "{uri} does not end with {path}");
+        assert!(
+            uri.path().ends_with(&path),
+            "{uri} does not end with {path}"
+        );
     }
 
     if let Some(choice) = &config.proxy {
