@@ -9,8 +9,8 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use futures_lite::StreamExt;
 use futures_lite::future::or;
+use futures_lite::{AsyncReadExt, StreamExt};
 
 use super::dial::Upgraded;
 use super::messages::{ErrorReport, Hello, Up, parse_down};
@@ -177,6 +177,21 @@ pub(super) async fn run(
             Timer::after(CLOSE_TIMEOUT).await;
         };
         or(closing, timeout).await;
+    }
+    if matches!(ended, Ended::TooLarge)
+        && let Ok(mut socket) = WebSocketStream::reunite(sender, receiver)
+    {
+        // The refused message's rest is still arriving. Closing a socket that holds unread
+        // bytes makes the kernel send a reset, which can overtake the 1009 close frame: read
+        // them away (into one small buffer) until the control plane closes, for a while.
+        let draining = async {
+            let mut discarded = [0u8; 4096];
+            while let Ok(1..) = socket.get_mut().read(&mut discarded).await {}
+        };
+        let timeout = async {
+            Timer::after(CLOSE_TIMEOUT).await;
+        };
+        or(draining, timeout).await;
     }
     ended
 }
