@@ -26,6 +26,8 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# podman's init for `init: true` (tests/deploy_apply.rs); Docker brings its own (docker-init).
+dpkg -s catatonit >/dev/null 2>&1 || need+=(catatonit)
 # Debian's Docker daemon, started by tests/deploy_apply.rs on a private socket only: podman runs
 # no health checks here (it needs systemd), dockerd does.
 command -v dockerd >/dev/null || need+=(docker.io)

@@ -572,3 +572,143 @@ fn independent_services_start_side_by_side_and_their_dependent_after_both() {
     let removed = within(60, "remove", remove(&engine, id, 3, &mut |_| {}));
     assert_eq!(removed.status, State::Removed, "{removed:?}");
 }
+
+/// What the container sees of its own confinement, written into the bind mount.
+const HARDENED: &str = r#"
+services:
+  edge:
+    image: postgres:16
+    command:
+      - /busybox
+      - sh
+      - -c
+      - |
+        cd /host
+        if /busybox touch /root-write 2>/dev/null; then echo writable; else echo read-only; fi > root
+        /busybox touch /tmp/x && /busybox grep ' /tmp ' /proc/mounts > tmp
+        /busybox cat /proc/1/cmdline | /busybox tr '\0' ' ' > pid1
+        /busybox cat /etc/resolv.conf > dns
+        /busybox cat /proc/sys/net/core/somaxconn > somaxconn
+        /busybox grep NoNewPrivs /proc/self/status > nnp
+        echo to the log
+        echo done > done
+        exec /busybox sleep 3600
+    volumes:
+      - ${HOST_DIR}:/host
+    read_only: true
+    init: true
+    tmpfs: ["/tmp:size=8m"]
+    dns: 192.0.2.53
+    sysctls:
+      net.core.somaxconn: 1024
+    security_opt: ["no-new-privileges:true"]
+    logging:
+      driver: json-file
+      options: {max-size: 1m, max-file: "2"}
+"#;
+
+/// Applies `HARDENED` and checks what its container sees and what the engine keeps of its log
+/// settings (through the engine's CLI, `cli`), then that a logging change recreates it.
+fn hardened_on(
+    engine: &EngineClient,
+    host_dir: &Path,
+    cli: &dyn Fn(&[&str]) -> std::process::Output,
+) {
+    let id = "hardened";
+    let project = load(HARDENED, host_dir, id);
+    let (status, _) = run(engine, id, 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    wait_for_file(&host_dir.join("done"));
+    let seen = |name: &str| std::fs::read_to_string(host_dir.join(name)).unwrap();
+    assert_eq!(seen("root"), "read-only\n");
+    assert!(
+        seen("tmp").starts_with("tmpfs /tmp tmpfs "),
+        "{}",
+        seen("tmp")
+    );
+    assert!(seen("tmp").contains("size=8192k"), "{}", seen("tmp"));
+    // An init is PID 1 and runs the command as its child.
+    assert!(!seen("pid1").starts_with("/busybox"), "{}", seen("pid1"));
+    // podman writes the server into resolv.conf; Docker, on a user network, its embedded DNS,
+    // which forwards to the server (the inspect below).
+    assert!(
+        seen("dns").contains("nameserver 192.0.2.53\n")
+            || seen("dns").contains("nameserver 127.0.0.11\n"),
+        "{}",
+        seen("dns")
+    );
+    assert_eq!(seen("somaxconn"), "1024\n");
+    assert_eq!(
+        seen("nnp").split_whitespace().collect::<Vec<_>>(),
+        ["NoNewPrivs:", "1"]
+    );
+    let inspected = cli(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.Dns}} {{json .HostConfig.LogConfig}}",
+        "hardened-edge-1",
+    ]);
+    assert!(inspected.status.success(), "{}", text(&inspected));
+    let inspected = String::from_utf8_lossy(&inspected.stdout).into_owned();
+    let (dns, log_config) = inspected.split_once(' ').unwrap();
+    assert_eq!(dns, r#"["192.0.2.53"]"#);
+    // Docker keeps the options as sent; podman keeps the size it took from them.
+    assert!(
+        log_config.contains(r#""max-size":"1m""#) || log_config.contains(r#""Size":"1MB""#),
+        "{log_config}"
+    );
+    let logs = cli(&["logs", "hardened-edge-1"]);
+    assert!(text(&logs).contains("to the log"), "{}", text(&logs));
+
+    // Unchanged: nothing to do. Changed logging: recreated, as compose does.
+    let before = containers(engine, id);
+    let (status, _) = run(engine, id, 2, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(containers(engine, id), before);
+    let changed = load(
+        &HARDENED.replace("max-size: 1m", "max-size: 2m"),
+        host_dir,
+        id,
+    );
+    let (status, _) = run(engine, id, 3, &changed, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_ne!(
+        containers(engine, id),
+        before,
+        "a logging change did not recreate"
+    );
+    let removed = within(60, "remove", remove(engine, id, 4, &mut |_| {}));
+    assert_eq!(removed.status, State::Removed, "{removed:?}");
+}
+
+#[test]
+fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_reach_the_container() {
+    let Setup {
+        podman,
+        engine,
+        host_dir,
+    } = setup("apply-hardened");
+    hardened_on(&engine, &host_dir, &|args| podman.output(args));
+}
+
+#[test]
+fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_on_docker() {
+    let dockerd = support::dockerd::Dockerd::start("deploy-hardened").unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** dockerd cannot run on this machine, so the hardened service was not tested \
+             against it ***\n{reason}\n(scripts/setup.sh installs docker.io; the test needs root)\n"
+        )
+    });
+    dockerd.import_busybox(DB_IMAGE).unwrap();
+    let engine = EngineClient::new(dockerd.socket());
+    let host_dir = dockerd.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let host = format!("unix://{}", dockerd.socket().display());
+    hardened_on(&engine, &host_dir, &|args| {
+        std::process::Command::new("docker")
+            .args(["-H", &host])
+            .args(args)
+            .output()
+            .unwrap()
+    });
+}

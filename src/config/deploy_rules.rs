@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 /// root on the node unless the operator narrows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeployRules {
-    /// `privileged: true`. Default: allowed.
+    /// `privileged: true`, and `security_opt` entries other than `no-new-privileges`. Default:
+    /// allowed.
     pub refuse_privileged: bool,
     /// `network_mode: host`. Default: allowed.
     pub refuse_host_network: bool,

@@ -27,6 +27,21 @@ impl NodePolicy {
                 "`privileged: true` is refused by {BY} (refuse_privileged)"
             ));
         }
+        // Every other option changes the container's confinement (`seccomp=unconfined`,
+        // `apparmor=unconfined`, `label=disable` lift it), so with privileged containers
+        // refused only `no-new-privileges`, which narrows it, is left.
+        if self.refuse_privileged
+            && let Some(option) = service
+                .security_opt
+                .iter()
+                .find(|o| !o.starts_with("no-new-privileges"))
+        {
+            // Its kind only: the value may come from the deploy's env.
+            let kind = option.split([':', '=']).next().unwrap_or_default();
+            return Err(format!(
+                "a `{kind}` entry of `security_opt` is refused by {BY} (refuse_privileged: only no-new-privileges is allowed)"
+            ));
+        }
         if self.refuse_host_network {
             let host_network = service.network_mode.as_deref() == Some("host")
                 || service.networks.keys().any(|key| {
@@ -234,6 +249,31 @@ mod tests {
                 .unwrap_err()
                 .contains("`deploy.resources.reservations.devices`")
         );
+    }
+
+    #[test]
+    fn with_privileged_refused_only_no_new_privileges_is_a_security_option() {
+        let refuse = NodePolicy {
+            refuse_privileged: true,
+            ..NodePolicy::default()
+        };
+        let hardened = project(
+            "services:\n  app:\n    image: app\n    security_opt: ['no-new-privileges:true', no-new-privileges]\n",
+        );
+        assert_eq!(refuse.check(&hardened), Ok(()));
+        for option in ["seccomp=unconfined", "apparmor:unconfined", "label=disable"] {
+            let p = project(&format!(
+                "services:\n  app:\n    image: app\n    security_opt: [no-new-privileges, '{option}']\n"
+            ));
+            let error = refuse.check(&p).unwrap_err();
+            let kind = option.split([':', '=']).next().unwrap();
+            assert!(
+                error.contains(&format!("a `{kind}` entry of `security_opt` is refused")),
+                "{error}"
+            );
+            assert!(!error.contains(option), "{error}");
+            assert_eq!(NodePolicy::default().check(&p), Ok(()));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use miniserde::json::{Array, Value};
 
 use super::compose::json::{self, Obj};
-use super::compose::{ComposeProject, MountKind, Network, Service, Ulimit, Volume};
+use super::compose::{ComposeProject, Logging, MountKind, Network, Service, Ulimit, Volume};
 use super::labels::{self, *};
 use crate::engine::tar::{self, TarFile};
 
@@ -359,7 +359,22 @@ impl ContainerSpec<'_> {
             )
             .some("PidsLimit", limits.and_then(|l| l.pids).map(json::int))
             .list("ExtraHosts", &extra_hosts)
+            .some("LogConfig", s.logging.as_ref().map(Logging::to_engine))
+            .some("Init", s.init.map(Value::Bool))
+            .flag("ReadonlyRootfs", s.read_only)
+            .some("Tmpfs", (!s.tmpfs.is_empty()).then(|| self.tmpfs()))
+            .list("Dns", &s.dns)
+            .map("Sysctls", &s.sysctls)
+            .list("SecurityOpt", &s.security_opt)
             .build()
+    }
+
+    /// `tmpfs` entries as the engine's `HostConfig.Tmpfs`: path → mount options.
+    fn tmpfs(&self) -> Value {
+        Value::Object(json::object(self.service.tmpfs.iter().map(|entry| {
+            let (path, options) = entry.split_once(':').unwrap_or((entry, ""));
+            (path.to_string(), json::string(options))
+        })))
     }
 
     /// Short-syntax binds as `Binds` strings; volumes, tmpfs and long-syntax binds as `Mounts`.

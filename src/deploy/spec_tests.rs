@@ -150,6 +150,41 @@ fn limits_and_host_settings() {
 }
 
 #[test]
+fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options() {
+    let p = project(
+        "services:\n  app:\n    image: app\n    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: 3}\n    init: true\n    read_only: true\n    tmpfs: [/run, '/tmp:size=64m,mode=1777']\n    dns: 1.1.1.1\n    sysctls: [net.core.somaxconn=1024]\n    security_opt: ['no-new-privileges:true', 'label=disable']\n  plain:\n    image: app\n    init: false\n    logging: {options: {max-size: 1m}}\n",
+    );
+    let host = &body(&p, "app", 1)["HostConfig"];
+    assert_eq!(
+        host["LogConfig"],
+        json!({"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}})
+    );
+    assert_eq!(host["Init"], json!(true));
+    assert_eq!(host["ReadonlyRootfs"], json!(true));
+    assert_eq!(
+        host["Tmpfs"],
+        json!({"/run": "", "/tmp": "size=64m,mode=1777"})
+    );
+    assert_eq!(host["Dns"], json!(["1.1.1.1"]));
+    assert_eq!(host["Sysctls"], json!({"net.core.somaxconn": "1024"}));
+    assert_eq!(
+        host["SecurityOpt"],
+        json!(["no-new-privileges:true", "label=disable"])
+    );
+    // Unset, the engine's defaults: nothing sent. An explicit `init: false` is sent, and
+    // options without a driver go to the engine's default driver.
+    let plain = &body(&p, "plain", 1)["HostConfig"];
+    for key in ["ReadonlyRootfs", "Tmpfs", "Dns", "Sysctls", "SecurityOpt"] {
+        assert!(plain.get(key).is_none(), "{key}: {plain}");
+    }
+    assert_eq!(plain["Init"], json!(false));
+    assert_eq!(
+        plain["LogConfig"],
+        json!({"Type": "", "Config": {"max-size": "1m"}})
+    );
+}
+
+#[test]
 fn labels_name_env_command_and_networks() {
     let p = project(
         "services:\n  db:\n    image: postgres:16\n    labels: {team: data, com.docker.compose.project: spoofed, io.miaas.deployment: other}\n    environment:\n      POSTGRES_PASSWORD: ${PASSWORD}\n      UNSET:\n    command: []\n    networks:\n      back:\n        aliases: [database]\n      default:\n  web:\n    image: nginx\n    container_name: front\n    entrypoint: [/bin/sh, -c]\n    command: echo hi\n    working_dir: /srv\n    user: '1000:1000'\n    hostname: web.local\n    depends_on:\n      db: {condition: service_healthy, restart: true}\n  side:\n    image: x\n    network_mode: service:db\nnetworks:\n  back:\n",

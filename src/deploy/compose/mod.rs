@@ -8,7 +8,7 @@
 //! with its key and line, never dropped.
 //!
 //! Flow: `yaml` (tree with lines) → `interpolate` → `project` (with `service`, `port`, `mount`,
-//! `network`, `volume`, `config`, `healthcheck`, `resources`, read through `read`) → `json`
+//! `network`, `volume`, `config`, `healthcheck`, `logging`, `resources`, read through `read`) → `json`
 //! (output) and `hash` (config hash).
 
 mod config;
@@ -18,6 +18,7 @@ mod hash;
 mod healthcheck;
 mod interpolate;
 pub(crate) mod json;
+mod logging;
 mod mount;
 mod name;
 mod network;
@@ -38,6 +39,7 @@ use std::path::Path;
 pub use config::{Config, ConfigRef};
 pub use error::ComposeError;
 pub use healthcheck::Healthcheck;
+pub use logging::Logging;
 pub use mount::{Mount, MountKind};
 pub use name::{container_name, project_name};
 pub use network::{Attachment, Ipam, IpamPool, Network};

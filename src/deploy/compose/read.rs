@@ -115,6 +115,26 @@ pub fn strings(node: &Node, path: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// A list's items with their paths, or a lone value as a list of one (`dns: 1.1.1.1`).
+pub fn one_or_many<'a>(node: &'a Node, path: &str) -> Vec<(&'a Node, String)> {
+    match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (item, format!("{path}[{i}]")))
+            .collect(),
+        _ => vec![(node, path.to_string())],
+    }
+}
+
+/// A list of strings, or one string as a list of one.
+pub fn string_or_strings(node: &Node, path: &str) -> Result<Vec<String>> {
+    one_or_many(node, path)
+        .into_iter()
+        .map(|(item, path)| string(item, &path))
+        .collect()
+}
+
 /// A map of strings given as a mapping (null values: `None`) or as a list of `KEY=value`
 /// (`KEY` alone: `None`), as compose's `environment`, `labels` and options are.
 pub fn key_values(node: &Node, path: &str) -> Result<BTreeMap<String, Option<String>>> {

@@ -8,6 +8,7 @@ use super::config::ConfigRef;
 use super::error::Result;
 use super::healthcheck::{self, Healthcheck};
 use super::json::{self, Obj};
+use super::logging::Logging;
 use super::mount::{self, Mount};
 use super::network::{self, Attachment};
 use super::port::{self, Port};
@@ -90,6 +91,21 @@ pub struct Service {
     /// Nanoseconds.
     pub stop_grace_period: Option<u64>,
     pub configs: Vec<ConfigRef>,
+    pub logging: Option<Logging>,
+    /// An init process as PID 1 (it reaps zombies, forwards signals); `None`: the engine's
+    /// default.
+    pub init: Option<bool>,
+    /// The container's root filesystem mounted read-only.
+    pub read_only: bool,
+    /// `path[:options]`: a tmpfs at `path` (`/run`, `/tmp:size=64m`).
+    pub tmpfs: Vec<String>,
+    /// DNS servers, in place of the engine's.
+    pub dns: Vec<String>,
+    /// Namespaced kernel parameters (`net.core.somaxconn`), set in the container's namespaces.
+    pub sysctls: BTreeMap<String, String>,
+    /// `no-new-privileges[:true|false]`, `label=…`, `apparmor=…`, `seccomp=unconfined`, as
+    /// written (the engine takes `=` and the older `:`).
+    pub security_opt: Vec<String>,
 }
 
 const NO_PROJECT_DIR: &str = "there is no project directory on the node";
@@ -192,6 +208,13 @@ impl Service {
         s.configs = f
             .read("configs", ConfigRef::parse_list)?
             .unwrap_or_default();
+        s.logging = f.read("logging", Logging::parse)?;
+        s.init = f.read("init", read::boolean)?;
+        s.read_only = f.read("read_only", read::boolean)?.unwrap_or(false);
+        s.tmpfs = f.read("tmpfs", tmpfs)?.unwrap_or_default();
+        s.dns = f.read("dns", read::string_or_strings)?.unwrap_or_default();
+        s.sysctls = f.read("sysctls", read::string_map)?.unwrap_or_default();
+        s.security_opt = f.read("security_opt", security_opt)?.unwrap_or_default();
         f.finish(refusal)?;
         Ok(s)
     }
@@ -313,11 +336,82 @@ impl Service {
                 "configs",
                 array(self.configs.iter().map(ConfigRef::to_json).collect()),
             )
+            .some("logging", self.logging.as_ref().map(Logging::to_json))
+            .some("init", self.init.map(Value::Bool))
+            .flag("read_only", self.read_only)
+            .list("tmpfs", &self.tmpfs)
+            .list("dns", &self.dns)
+            .map("sysctls", &self.sysctls)
+            .list("security_opt", &self.security_opt)
             .build()
     }
 }
 
 use miniserde::json::Object;
+
+/// `tmpfs`: absolute container paths, each with its mount options after a `:`.
+fn tmpfs(node: &Node, path: &str) -> Result<Vec<String>> {
+    let mut entries = Vec::new();
+    for (item, path) in read::one_or_many(node, path) {
+        let entry = read::string(item, &path)?;
+        let target = entry.split_once(':').map_or(entry.as_str(), |(t, _)| t);
+        if !target.starts_with('/') {
+            return Err(error(
+                &path,
+                item.line,
+                format!(
+                    "the tmpfs {} is not an absolute path in the container",
+                    read::shown(item, &entry)
+                ),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// `security_opt`: what the engine's create takes from it. A seccomp profile other than
+/// `unconfined` is a file compose reads on the machine it runs on: there is none here.
+fn security_opt(node: &Node, path: &str) -> Result<Vec<String>> {
+    let mut options = Vec::new();
+    for (i, item) in read::sequence(node, path)?.iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        let option = read::string(item, &path)?;
+        let (key, value) = option
+            .split_once('=')
+            .or_else(|| option.split_once(':'))
+            .unwrap_or((&option, ""));
+        let valid = match key {
+            "no-new-privileges" => matches!(value, "" | "true" | "false"),
+            "seccomp" if value != "unconfined" => {
+                return Err(error(
+                    &path,
+                    item.line,
+                    format!(
+                        "a seccomp profile file is not supported: {NO_PROJECT_DIR} (only \
+                         seccomp=unconfined is)"
+                    ),
+                ));
+            }
+            "seccomp" => true,
+            "label" | "apparmor" => !value.is_empty(),
+            _ => false,
+        };
+        if !valid {
+            return Err(error(
+                &path,
+                item.line,
+                format!(
+                    "{} is not a security option the agent can pass on (no-new-privileges, \
+                     label=…, apparmor=…, seccomp=unconfined)",
+                    read::shown(item, &option)
+                ),
+            ));
+        }
+        options.push(option);
+    }
+    Ok(options)
+}
 
 /// `command`/`entrypoint`: a list as is, a string split as a shell would.
 fn command(node: &Node, path: &str) -> Result<Vec<String>> {

@@ -25,7 +25,7 @@ fn every_refused_service_key_is_named_with_its_line() {
         "env_file: .env",
         "profiles: [debug]",
         "develop: {}",
-        "init: true",
+        "userns_mode: host",
         "volumes_from: [other]",
         "links: [other]",
         "scale: 2",
@@ -43,6 +43,32 @@ fn every_refused_service_key_is_named_with_its_line() {
             "{error}"
         );
     }
+}
+
+#[test]
+fn security_options_tmpfs_and_logging_are_checked_with_their_line() {
+    let e = error(
+        "services:\n  a:\n    image: a\n    security_opt:\n      - no-new-privileges\n      - seccomp=./profile.json\n",
+    );
+    assert_eq!((e.path.as_str(), e.line), ("services.a.security_opt[1]", 6));
+    assert!(e.message.contains("seccomp profile file"), "{e}");
+    assert!(!e.message.contains("profile.json"), "{e}");
+    let e = error("services:\n  a:\n    image: a\n    security_opt: [systempaths=unconfined]\n");
+    assert_eq!(e.path, "services.a.security_opt[0]");
+    assert!(
+        e.message
+            .contains("\"systempaths=unconfined\" is not a security option"),
+        "{e}"
+    );
+    // An interpolated value is not shown: it may be a secret of the deploy's env.
+    let e = error("services:\n  a:\n    image: a\n    security_opt: ['${PASSWORD}']\n");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = error("services:\n  a:\n    image: a\n    tmpfs:\n      - /run\n      - tmp:size=1m\n");
+    assert_eq!((e.path.as_str(), e.line), ("services.a.tmpfs[1]", 6));
+    assert!(e.message.contains("not an absolute path"), "{e}");
+    let e =
+        error("services:\n  a:\n    image: a\n    logging:\n      driver: local\n      opts: {}\n");
+    assert_eq!((e.path.as_str(), e.line), ("services.a.logging.opts", 6));
 }
 
 #[test]
