@@ -31,6 +31,8 @@ dpkg -s catatonit >/dev/null 2>&1 || need+=(catatonit)
 # Debian's Docker daemon, started by tests/deploy_apply.rs on a private socket only: podman runs
 # no health checks here (it needs systemd), dockerd does.
 command -v dockerd >/dev/null || need+=(docker.io)
+# An image registry on loopback, the one a test can pull from (tests/deploy_apply.rs, pull_policy).
+command -v docker-registry >/dev/null || need+=(docker-registry)
 # Network namespaces for tests/partition.rs.
 command -v ip >/dev/null || need+=(iproute2)
 

@@ -712,3 +712,146 @@ fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_on_docker() {
             .unwrap()
     });
 }
+
+/// Pulls from a real registry on loopback, through Docker: `missing` pulls an absent image
+/// once; `always` pulls at each apply, and a new image pushed under the same name recreates the
+/// service (the way an edge fleet rolls out `:latest`); `never` fails when the node lacks it.
+#[test]
+fn pull_policy_pulls_from_a_registry_as_compose_does() {
+    let dockerd = support::dockerd::Dockerd::start("deploy-pull").unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** dockerd cannot run on this machine, so pulls were not tested against a real \
+             engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test needs root)\n"
+        )
+    });
+    let registry = support::registry::Registry::start("deploy-pull").unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** no registry on this machine, so pulls were not tested ***\n{reason}\n\
+             (scripts/setup.sh installs docker-registry)\n"
+        )
+    });
+    let docker = |args: &[&str]| {
+        let output = dockerd.cli(args).unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let image = format!("{}/edge/app:latest", registry.host);
+    // v1 in the registry only.
+    dockerd.import_busybox(&image).unwrap();
+    let v1 = docker(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    docker(&["push", &image]);
+    docker(&["rmi", &image]);
+
+    let engine = EngineClient::new(dockerd.socket());
+    let host_dir = dockerd.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let file = |policy: &str| {
+        format!(
+            "services:\n  app:\n    image: {image}\n    pull_policy: {policy}\n    command: [/busybox, sleep, '3600']\n"
+        )
+    };
+    let id = "pulled";
+    let image_of = |engine: &EngineClient| {
+        block_on(engine.image_inspect(&image))
+            .unwrap()
+            .map(|i| i.id)
+    };
+
+    let (status, reports) = run(
+        &engine,
+        id,
+        1,
+        &load(&file("missing"), &host_dir, id),
+        &NodePolicy::default(),
+    );
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.message == format!("pulling {image}")),
+        "{:?}",
+        reports.iter().map(|r| &r.message).collect::<Vec<_>>()
+    );
+    assert_eq!(image_of(&engine).as_deref(), Some(v1.as_str()));
+    let first = containers(&engine, id);
+
+    // v2 pushed under the same name; the node still has v1.
+    let archive = dockerd.dir.join("busybox.tar");
+    docker(&[
+        "import",
+        "--change",
+        "ENV VERSION=2",
+        archive.to_str().unwrap(),
+        &image,
+    ]);
+    let v2 = docker(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    assert_ne!(v1, v2);
+    docker(&["push", &image]);
+    docker(&["tag", &v1, &image]);
+
+    // `missing`: the node has it, nothing is pulled or recreated.
+    let (status, reports) = run(
+        &engine,
+        id,
+        2,
+        &load(&file("missing"), &host_dir, id),
+        &NodePolicy::default(),
+    );
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert!(reports.iter().all(|r| !r.message.starts_with("pulling")));
+    assert_eq!(containers(&engine, id), first);
+    // `always`: pulled, and the new image recreates the container (the policy itself is not
+    // part of the config hash).
+    let (status, _) = run(
+        &engine,
+        id,
+        3,
+        &load(&file("always"), &host_dir, id),
+        &NodePolicy::default(),
+    );
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(image_of(&engine).as_deref(), Some(v2.as_str()));
+    let second = containers(&engine, id);
+    assert_ne!(
+        second, first,
+        "the new image did not recreate the container"
+    );
+    let running_image = docker(&["inspect", "--format", "{{.Image}}", "pulled-app-1"]);
+    assert_eq!(running_image, v2);
+    // `always` again, nothing new in the registry: nothing recreated.
+    let (status, _) = run(
+        &engine,
+        id,
+        4,
+        &load(&file("always"), &host_dir, id),
+        &NodePolicy::default(),
+    );
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(containers(&engine, id), second);
+
+    // `never`, and the node lacks the image: failed, naming it, nothing created.
+    let absent = format!("{}/edge/absent:1", registry.host);
+    let never = format!("services:\n  other:\n    image: {absent}\n    pull_policy: never\n");
+    let (status, _) = run(
+        &engine,
+        "never",
+        1,
+        &load(&never, &host_dir, "never"),
+        &NodePolicy::default(),
+    );
+    assert_eq!(status.status, State::Failed, "{status:?}");
+    assert!(
+        status.message.contains(&format!(
+            "the image {absent} is not on the node, and its pull_policy is never"
+        )),
+        "{}",
+        status.message
+    );
+    assert!(containers(&engine, "never").is_empty());
+    let removed = within(60, "remove", remove(&engine, id, 5, &mut |_| {}));
+    assert_eq!(removed.status, State::Removed, "{removed:?}");
+}

@@ -1,7 +1,7 @@
 //! Applying a project as `docker compose -p <project> up -d --remove-orphans` does, and taking
 //! it down as `docker compose -p <project> down` does (named volumes kept).
 //!
-//! Order: the node's policy and the images first (inspect, pull what is missing), so that a
+//! Order: the node's policy and the images first (inspect, pull as `pull_policy` says), so that a
 //! refusal or an image that cannot be had touches no container; then one list of the
 //! deployment's containers and the networks and volumes, the plan, networks and volumes,
 //! orphans, and the services in dependency order, each after its `depends_on` conditions hold.
@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE as BASE64URL;
 use futures_lite::future;
 use miniserde::Serialize;
 
-use super::compose::{ComposeProject, Service};
+use super::compose::{ComposeProject, PullPolicy, Service};
 use super::labels::{DEPLOYMENT_LABEL, filter};
 use super::observe;
 use super::plan::{self, Actual, Existing, Replica, ServicePlan};
@@ -409,29 +409,40 @@ async fn wait_for(
     }
 }
 
-/// Every image of the project by its name as written → its id: inspected, and pulled only
-/// when the engine does not have it.
+/// Every image of the project by its name as written → its id: inspected, and pulled as the
+/// `pull_policy` of the services that run it says (the most eager one wins, as each service
+/// would pull it): `missing` when the engine lacks it, `always` every time, `never` not at all.
 async fn images(
     engine: &EngineClient,
     request: &ApplyRequest<'_>,
     report: &mut (dyn FnMut(DeploymentStatus) + Send),
 ) -> Result<BTreeMap<String, String>, String> {
-    let mut images: Vec<&str> = Vec::new();
+    let mut images: Vec<(&str, PullPolicy)> = Vec::new();
     for service in request.project.services.values() {
-        if !images.contains(&service.image.as_str()) {
-            images.push(&service.image);
+        let policy = service.pull_policy.unwrap_or(PullPolicy::Missing);
+        match images.iter_mut().find(|(image, _)| *image == service.image) {
+            Some((_, eager)) => *eager = (*eager).max(policy),
+            None => images.push((&service.image, policy)),
         }
     }
     let inspects = images
         .iter()
-        .map(|image| engine.image_inspect(image))
+        .map(|(image, _)| engine.image_inspect(image))
         .collect();
     let mut ids = BTreeMap::new();
-    for (image, found) in images.into_iter().zip(side_by_side(inspects).await) {
+    for ((image, policy), found) in images.into_iter().zip(side_by_side(inspects).await) {
         let inspect = |error: EngineError| format!("cannot inspect the image {image}: {error}");
-        if let Some(found) = found.map_err(inspect)? {
-            ids.insert(image.to_string(), found.id);
-            continue;
+        match (found.map_err(inspect)?, policy) {
+            (Some(found), PullPolicy::Missing | PullPolicy::Never) => {
+                ids.insert(image.to_string(), found.id);
+                continue;
+            }
+            (None, PullPolicy::Never) => {
+                return Err(format!(
+                    "the image {image} is not on the node, and its pull_policy is never"
+                ));
+            }
+            (_, PullPolicy::Missing | PullPolicy::Always) => {}
         }
         pull(engine, request, image, report).await?;
         let found = engine.image_inspect(image).await.map_err(inspect)?;

@@ -6,6 +6,7 @@ pub mod dockerd;
 pub mod engine_proxy;
 pub mod pki;
 pub mod podman;
+pub mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;

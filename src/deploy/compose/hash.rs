@@ -2,7 +2,8 @@
 //! the same file again recreates nothing, changing a service recreates that service alone.
 //!
 //! As docker compose's `ServiceHash` it is a SHA-256 over the service's normalised
-//! configuration as JSON, without what does not need a new container (replicas, `depends_on`).
+//! configuration as JSON, without what does not need a new container (replicas, `depends_on`,
+//! `pull_policy`).
 //! Unlike compose it also covers the content of the configs the service mounts (the agent
 //! copies them in before the start, so new content needs a new container).
 //!
@@ -11,7 +12,7 @@
 //! as Go does, numbers as integers or shortest decimals), hex-encoded digest:
 //!
 //! ```text
-//! {"configs":{<source>:<content>,…},"service":<Service::to_json() less deploy.replicas and depends_on>}
+//! {"configs":{<source>:<content>,…},"service":<Service::to_json() less deploy.replicas, depends_on and pull_policy>}
 //! ```
 //!
 //! A change to what `Service::to_json` prints for a given file changes the hash of such
@@ -28,6 +29,8 @@ pub fn config_hash(project: &ComposeProject, service: &Service) -> String {
     let mut value = service.to_json();
     if let Value::Object(object) = &mut value {
         object.remove("depends_on");
+        // As in compose's hash: it says when to pull, not what runs.
+        object.remove("pull_policy");
         if let Some(Value::Object(deploy)) = object.get_mut("deploy") {
             deploy.remove("replicas");
         }

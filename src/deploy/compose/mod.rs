@@ -46,7 +46,7 @@ pub use network::{Attachment, Ipam, IpamPool, Network};
 pub use port::Port;
 pub use project::ComposeProject;
 pub use resources::{Deploy, DeviceRequest, Limits, Reservations};
-pub use service::{Dependency, DeviceMapping, Service, Ulimit};
+pub use service::{Dependency, DeviceMapping, PullPolicy, Service, Ulimit};
 pub use volume::Volume;
 
 /// A compose file is at most this big, as a deploy body is.

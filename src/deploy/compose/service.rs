@@ -42,6 +42,28 @@ pub enum Ulimit {
     SoftHard { soft: i64, hard: i64 },
 }
 
+/// `pull_policy`: when an apply pulls the service's image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PullPolicy {
+    /// `never`: the image must be on the node.
+    Never,
+    /// `missing` (and `if_not_present`): pulled when the node lacks it; compose's default.
+    Missing,
+    /// `always`: pulled at every apply; a new image under the same name recreates the service's
+    /// containers, as a changed file would.
+    Always,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Never => "never",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Service {
     pub name: String,
@@ -106,6 +128,8 @@ pub struct Service {
     /// `no-new-privileges[:true|false]`, `label=…`, `apparmor=…`, `seccomp=unconfined`, as
     /// written (the engine takes `=` and the older `:`).
     pub security_opt: Vec<String>,
+    /// `None`: `missing`.
+    pub pull_policy: Option<PullPolicy>,
 }
 
 const NO_PROJECT_DIR: &str = "there is no project directory on the node";
@@ -215,6 +239,7 @@ impl Service {
         s.dns = f.read("dns", read::string_or_strings)?.unwrap_or_default();
         s.sysctls = f.read("sysctls", read::string_map)?.unwrap_or_default();
         s.security_opt = f.read("security_opt", security_opt)?.unwrap_or_default();
+        s.pull_policy = f.read("pull_policy", pull_policy)?;
         f.finish(refusal)?;
         Ok(s)
     }
@@ -343,6 +368,10 @@ impl Service {
             .list("dns", &self.dns)
             .map("sysctls", &self.sysctls)
             .list("security_opt", &self.security_opt)
+            .some(
+                "pull_policy",
+                self.pull_policy.map(|p| json::string(p.as_str())),
+            )
             .build()
     }
 }
@@ -588,6 +617,30 @@ fn ulimits(node: &Node, path: &str) -> Result<BTreeMap<String, Ulimit>> {
         out.insert(key.name.clone(), limit);
     }
     Ok(out)
+}
+
+fn pull_policy(node: &Node, path: &str) -> Result<PullPolicy> {
+    let policy = read::string(node, path)?;
+    Ok(match policy.as_str() {
+        "always" => PullPolicy::Always,
+        "missing" | "if_not_present" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        "build" => {
+            return Err(error(
+                path,
+                node.line,
+                format!("`pull_policy: build` is not supported: {NO_PROJECT_DIR}"),
+            ));
+        }
+        _ => {
+            return Err(error(
+                path,
+                node.line,
+                "expected always, missing (if_not_present) or never (daily, weekly and every_… \
+                 are not supported: use always)",
+            ));
+        }
+    })
 }
 
 fn restart(node: &Node, path: &str) -> Result<String> {

@@ -72,6 +72,29 @@ fn security_options_tmpfs_and_logging_are_checked_with_their_line() {
 }
 
 #[test]
+fn pull_policy_is_read_and_leaves_the_config_hash_alone() {
+    use super::PullPolicy;
+    let file = |policy: &str| format!("services:\n  a:\n    image: a\n{policy}");
+    let plain = load(&file("")).unwrap();
+    assert_eq!(plain.services["a"].pull_policy, None);
+    for (written, policy) in [
+        ("always", PullPolicy::Always),
+        ("missing", PullPolicy::Missing),
+        ("if_not_present", PullPolicy::Missing),
+        ("never", PullPolicy::Never),
+    ] {
+        let p = load(&file(&format!("    pull_policy: {written}\n"))).unwrap();
+        assert_eq!(p.services["a"].pull_policy, Some(policy), "{written}");
+        assert_eq!(p.config_hash("a"), plain.config_hash("a"), "{written}");
+    }
+    let e = error(&file("    pull_policy: build\n"));
+    assert_eq!((e.path.as_str(), e.line), ("services.a.pull_policy", 4));
+    assert!(e.message.contains("no project directory"), "{e}");
+    let e = error(&file("    pull_policy: daily\n"));
+    assert!(e.message.contains("expected always, missing"), "{e}");
+}
+
+#[test]
 fn refused_keys_elsewhere() {
     let e = error("services:\n  a:\n    image: a\ninclude: [other.yaml]\n");
     assert_eq!((e.path.as_str(), e.line), ("include", 4));
