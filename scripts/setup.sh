@@ -33,6 +33,7 @@ dpkg -s catatonit >/dev/null 2>&1 || need+=(catatonit)
 command -v dockerd >/dev/null || need+=(docker.io)
 # An image registry on loopback, the one a test can pull from (tests/deploy_apply.rs, pull_policy).
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils) # its bcrypt login file
 # Network namespaces for tests/partition.rs.
 command -v ip >/dev/null || need+=(iproute2)
 

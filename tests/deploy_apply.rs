@@ -855,3 +855,99 @@ fn pull_policy_pulls_from_a_registry_as_compose_does() {
     let removed = within(60, "remove", remove(&engine, id, 5, &mut |_| {}));
     assert_eq!(removed.status, State::Removed, "{removed:?}");
 }
+
+/// A private registry: without the deploy's `registry_auth` the pull fails and says where to
+/// look; with it the image is pulled, and the password shows in no status.
+#[test]
+fn a_private_registry_is_pulled_from_with_the_deploys_registry_auth() {
+    use miaas_agent::control_plane::channel::messages::{RegistryCredential, Secret};
+    const PASSWORD: &str = "s3cret-pull-771";
+    let dockerd = support::dockerd::Dockerd::start("deploy-login").unwrap_or_else(|reason| {
+        panic!("\n\n*** dockerd cannot run on this machine ***\n{reason}\n")
+    });
+    let registry = support::registry::Registry::start_with_login("deploy-login", "fleet", PASSWORD)
+        .unwrap_or_else(|reason| {
+            panic!(
+                "\n\n*** no registry on this machine, so private pulls were not tested ***\n\
+                 {reason}\n(scripts/setup.sh installs docker-registry and apache2-utils)\n"
+            )
+        });
+    // The CLI's login goes to a scratch config, not the machine's ~/.docker.
+    let docker = |args: &[&str]| {
+        let output = std::process::Command::new("docker")
+            .env("DOCKER_CONFIG", dockerd.dir.join("cli"))
+            .arg("-H")
+            .arg(format!("unix://{}", dockerd.socket().display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            text(&output)
+        );
+    };
+    let image = format!("{}/team/app:1", registry.host);
+    dockerd.import_busybox(&image).unwrap();
+    docker(&[
+        "login",
+        "--username",
+        "fleet",
+        "--password",
+        PASSWORD,
+        &registry.host,
+    ]);
+    docker(&["push", &image]);
+    docker(&["rmi", &image]);
+
+    let engine = EngineClient::new(dockerd.socket());
+    let host_dir = dockerd.dir.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let file =
+        format!("services:\n  app:\n    image: {image}\n    command: [/busybox, sleep, '3600']\n");
+    let project = load(&file, &host_dir, "private");
+    let apply_with = |generation, auth: &BTreeMap<String, RegistryCredential>| {
+        let mut reports = Vec::new();
+        let request = ApplyRequest {
+            deployment_id: "private",
+            generation,
+            project: &project,
+            registry_auth: auth,
+        };
+        let status = within(
+            180,
+            "apply",
+            apply(&engine, &request, &NodePolicy::default(), &mut |s| {
+                reports.push(s)
+            }),
+        );
+        reports.push(status.clone());
+        (status, reports)
+    };
+
+    let (refused, mut reports) = apply_with(1, &BTreeMap::new());
+    assert_eq!(refused.status, State::Failed, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .starts_with(&format!("the image {image} cannot be pulled"))
+            && refused.message.contains("registry_auth"),
+        "{}",
+        refused.message
+    );
+    let auth = BTreeMap::from([(
+        registry.host.clone(),
+        RegistryCredential::Password {
+            username: "fleet".into(),
+            password: Secret::new(PASSWORD.into()),
+        },
+    )]);
+    let (pulled, more) = apply_with(2, &auth);
+    assert_eq!(pulled.status, State::Running, "{pulled:?}");
+    reports.extend(more);
+    for status in &reports {
+        assert!(!format!("{status:?}").contains(PASSWORD), "{status:?}");
+    }
+    let removed = within(60, "remove", remove(&engine, "private", 3, &mut |_| {}));
+    assert_eq!(removed.status, State::Removed, "{removed:?}");
+}

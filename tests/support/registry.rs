@@ -17,6 +17,16 @@ pub struct Registry {
 impl Registry {
     /// Starts the registry and waits (20 s at most) for its port; why not, when it cannot.
     pub fn start(name: &str) -> Result<Registry, String> {
+        Registry::serve(name, None)
+    }
+
+    /// The same, and every request must carry this user's password (HTTP basic, checked
+    /// against an htpasswd file as a private registry does).
+    pub fn start_with_login(name: &str, user: &str, password: &str) -> Result<Registry, String> {
+        Registry::serve(name, Some((user, password)))
+    }
+
+    fn serve(name: &str, login: Option<(&str, &str)>) -> Result<Registry, String> {
         let dir =
             std::env::temp_dir().join(format!("miaas-registry-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -28,15 +38,30 @@ impl Registry {
             .unwrap()
             .port();
         let host = format!("127.0.0.1:{port}");
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                dir.join("storage").display()
-            ),
-        )
-        .unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.join("storage").display()
+        );
+        if let Some((user, password)) = login {
+            // bcrypt, the only hash the registry takes, from Debian's apache2-utils.
+            let hashed = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .map_err(|error| {
+                    format!("cannot run htpasswd (Debian's apache2-utils): {error}")
+                })?;
+            if !hashed.status.success() {
+                return Err(String::from_utf8_lossy(&hashed.stderr).into_owned());
+            }
+            std::fs::write(dir.join("htpasswd"), &hashed.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: miaas-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let config = config_path;
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
         let server = Command::new("docker-registry")
             .arg("serve")
