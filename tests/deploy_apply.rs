@@ -590,6 +590,8 @@ services:
         /busybox cat /etc/resolv.conf > dns
         /busybox cat /proc/sys/net/core/somaxconn > somaxconn
         /busybox grep NoNewPrivs /proc/self/status > nnp
+        /busybox id -G > groups
+        /busybox grep Cpus_allowed_list /proc/self/status > cpus
         echo to the log
         echo done > done
         exec /busybox sleep 3600
@@ -602,6 +604,12 @@ services:
     sysctls:
       net.core.somaxconn: 1024
     security_opt: ["no-new-privileges:true"]
+    group_add: ["1234"]
+    cpuset: "0"
+    cpu_shares: 512
+    pids_limit: 64
+    mem_reservation: 32m
+    dns_search: edge.local
     logging:
       driver: json-file
       options: {max-size: 1m, max-file: "2"}
@@ -642,16 +650,27 @@ fn hardened_on(
         seen("nnp").split_whitespace().collect::<Vec<_>>(),
         ["NoNewPrivs:", "1"]
     );
+    assert!(seen("dns").contains("search edge.local"), "{}", seen("dns"));
+    assert!(
+        seen("groups").split_whitespace().any(|g| g == "1234"),
+        "{}",
+        seen("groups")
+    );
+    assert_eq!(
+        seen("cpus").split_whitespace().collect::<Vec<_>>(),
+        ["Cpus_allowed_list:", "0"]
+    );
     let inspected = cli(&[
         "inspect",
         "--format",
-        "{{json .HostConfig.Dns}} {{json .HostConfig.LogConfig}}",
+        "{{.HostConfig.PidsLimit}} {{.HostConfig.MemoryReservation}} {{.HostConfig.CpuShares}} \
+         {{json .HostConfig.Dns}} {{json .HostConfig.LogConfig}}",
         "hardened-edge-1",
     ]);
     assert!(inspected.status.success(), "{}", text(&inspected));
     let inspected = String::from_utf8_lossy(&inspected.stdout).into_owned();
-    let (dns, log_config) = inspected.split_once(' ').unwrap();
-    assert_eq!(dns, r#"["192.0.2.53"]"#);
+    let (limits, log_config) = inspected.split_at(inspected.find(" {").unwrap());
+    assert_eq!(limits, r#"64 33554432 512 ["192.0.2.53"]"#);
     // Docker keeps the options as sent; podman keeps the size it took from them.
     assert!(
         log_config.contains(r#""max-size":"1m""#) || log_config.contains(r#""Size":"1MB""#),
@@ -682,7 +701,7 @@ fn hardened_on(
 }
 
 #[test]
-fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_reach_the_container() {
+fn confinement_logging_scheduling_and_dns_reach_the_container() {
     let Setup {
         podman,
         engine,
@@ -692,7 +711,7 @@ fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_reach_the_conta
 }
 
 #[test]
-fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options_on_docker() {
+fn confinement_logging_scheduling_and_dns_reach_the_container_on_docker() {
     let dockerd = support::dockerd::Dockerd::start("deploy-hardened").unwrap_or_else(|reason| {
         panic!(
             "\n\n*** dockerd cannot run on this machine, so the hardened service was not tested \

@@ -351,13 +351,19 @@ impl ContainerSpec<'_> {
             .some("Memory", memory.map(json::uint))
             .some(
                 "MemoryReservation",
-                reservations.and_then(|r| r.memory).map(json::uint),
+                reservations
+                    .and_then(|r| r.memory)
+                    .or(s.mem_reservation)
+                    .map(json::uint),
             )
             .some(
                 "NanoCpus",
                 cpus.map(|c| json::uint((c * 1e9).round() as u64)),
             )
-            .some("PidsLimit", limits.and_then(|l| l.pids).map(json::int))
+            .some(
+                "PidsLimit",
+                limits.and_then(|l| l.pids).or(s.pids_limit).map(json::int),
+            )
             .list("ExtraHosts", &extra_hosts)
             .some("LogConfig", s.logging.as_ref().map(Logging::to_engine))
             .some("Init", s.init.map(Value::Bool))
@@ -366,6 +372,11 @@ impl ContainerSpec<'_> {
             .list("Dns", &s.dns)
             .map("Sysctls", &s.sysctls)
             .list("SecurityOpt", &s.security_opt)
+            .list("GroupAdd", &s.group_add)
+            .some("CpusetCpus", s.cpuset.as_deref().map(json::string))
+            .some("CpuShares", s.cpu_shares.map(json::int))
+            .list("DnsSearch", &s.dns_search)
+            .list("DnsOptions", &s.dns_opt)
             .build()
     }
 

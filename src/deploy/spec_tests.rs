@@ -150,9 +150,9 @@ fn limits_and_host_settings() {
 }
 
 #[test]
-fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options() {
+fn logging_confinement_scheduling_and_dns() {
     let p = project(
-        "services:\n  app:\n    image: app\n    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: 3}\n    init: true\n    read_only: true\n    tmpfs: [/run, '/tmp:size=64m,mode=1777']\n    dns: 1.1.1.1\n    sysctls: [net.core.somaxconn=1024]\n    security_opt: ['no-new-privileges:true', 'label=disable']\n  plain:\n    image: app\n    init: false\n    logging: {options: {max-size: 1m}}\n",
+        "services:\n  app:\n    image: app\n    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: 3}\n    init: true\n    read_only: true\n    tmpfs: [/run, '/tmp:size=64m,mode=1777']\n    dns: 1.1.1.1\n    sysctls: [net.core.somaxconn=1024]\n    security_opt: ['no-new-privileges:true', 'label=disable']\n    group_add: [dialout, 44]\n    cpuset: 0-1\n    cpu_shares: 512\n    pids_limit: 64\n    mem_reservation: 32m\n    dns_search: edge.local\n    dns_opt: ['ndots:2']\n  limited:\n    image: app\n    pids_limit: 64\n    mem_reservation: 32m\n    deploy:\n      resources:\n        limits: {pids: 100}\n        reservations: {memory: 128m}\n  plain:\n    image: app\n    init: false\n    logging: {options: {max-size: 1m}}\n",
     );
     let host = &body(&p, "app", 1)["HostConfig"];
     assert_eq!(
@@ -171,10 +171,34 @@ fn logging_init_read_only_tmpfs_dns_sysctls_and_security_options() {
         host["SecurityOpt"],
         json!(["no-new-privileges:true", "label=disable"])
     );
+    assert_eq!(host["GroupAdd"], json!(["dialout", "44"]));
+    assert_eq!(host["CpusetCpus"], json!("0-1"));
+    assert_eq!(host["CpuShares"], json!(512));
+    assert_eq!(host["PidsLimit"], json!(64));
+    assert_eq!(host["MemoryReservation"], json!(33554432));
+    assert_eq!(host["DnsSearch"], json!(["edge.local"]));
+    assert_eq!(host["DnsOptions"], json!(["ndots:2"]));
+    // deploy.resources wins over pids_limit and mem_reservation, as in compose.
+    let limited = &body(&p, "limited", 1)["HostConfig"];
+    assert_eq!(limited["PidsLimit"], json!(100));
+    assert_eq!(limited["MemoryReservation"], json!(134217728));
     // Unset, the engine's defaults: nothing sent. An explicit `init: false` is sent, and
     // options without a driver go to the engine's default driver.
     let plain = &body(&p, "plain", 1)["HostConfig"];
-    for key in ["ReadonlyRootfs", "Tmpfs", "Dns", "Sysctls", "SecurityOpt"] {
+    for key in [
+        "ReadonlyRootfs",
+        "Tmpfs",
+        "Dns",
+        "Sysctls",
+        "SecurityOpt",
+        "GroupAdd",
+        "CpusetCpus",
+        "CpuShares",
+        "PidsLimit",
+        "MemoryReservation",
+        "DnsSearch",
+        "DnsOptions",
+    ] {
         assert!(plain.get(key).is_none(), "{key}: {plain}");
     }
     assert_eq!(plain["Init"], json!(false));

@@ -130,6 +130,19 @@ pub struct Service {
     pub security_opt: Vec<String>,
     /// `None`: `missing`.
     pub pull_policy: Option<PullPolicy>,
+    /// Supplementary groups of the container's user, by name or GID (`dialout`, `44`).
+    pub group_add: Vec<String>,
+    /// The CPUs the container may run on (`0-1`, `2,3`).
+    pub cpuset: Option<String>,
+    /// The container's CPU weight against the others (the engine's default is 1024).
+    pub cpu_shares: Option<i64>,
+    /// The most processes the container may have (`deploy.resources.limits.pids` wins).
+    pub pids_limit: Option<i64>,
+    /// Bytes, a soft memory limit (`deploy.resources.reservations.memory` wins).
+    pub mem_reservation: Option<u64>,
+    pub dns_search: Vec<String>,
+    /// resolv.conf options (`ndots:2`).
+    pub dns_opt: Vec<String>,
 }
 
 const NO_PROJECT_DIR: &str = "there is no project directory on the node";
@@ -240,6 +253,15 @@ impl Service {
         s.sysctls = f.read("sysctls", read::string_map)?.unwrap_or_default();
         s.security_opt = f.read("security_opt", security_opt)?.unwrap_or_default();
         s.pull_policy = f.read("pull_policy", pull_policy)?;
+        s.group_add = f.read("group_add", read::strings)?.unwrap_or_default();
+        s.cpuset = f.read("cpuset", read::string)?;
+        s.cpu_shares = f.read("cpu_shares", read::integer)?;
+        s.pids_limit = f.read("pids_limit", read::integer)?;
+        s.mem_reservation = f.read("mem_reservation", resources::bytes)?;
+        s.dns_search = f
+            .read("dns_search", read::string_or_strings)?
+            .unwrap_or_default();
+        s.dns_opt = f.read("dns_opt", read::strings)?.unwrap_or_default();
         f.finish(refusal)?;
         Ok(s)
     }
@@ -372,6 +394,13 @@ impl Service {
                 "pull_policy",
                 self.pull_policy.map(|p| json::string(p.as_str())),
             )
+            .list("group_add", &self.group_add)
+            .string("cpuset", &self.cpuset)
+            .some("cpu_shares", self.cpu_shares.map(json::int))
+            .some("pids_limit", self.pids_limit.map(json::int))
+            .some("mem_reservation", bytes(self.mem_reservation))
+            .list("dns_search", &self.dns_search)
+            .list("dns_opt", &self.dns_opt)
             .build()
     }
 }
