@@ -335,3 +335,21 @@ fn configs_are_archived_at_their_target_with_owner_and_mode() {
     assert_eq!(&tar[..6], b"plain\0");
     assert_eq!(&tar[100..107], b"0000444");
 }
+
+#[test]
+fn deploy_restart_policy_wins_over_restart_as_in_compose() {
+    let p = project(
+        "services:\n  a:\n    image: app\n    restart: always\n    deploy:\n      restart_policy: {condition: on-failure, max_attempts: 5}\n  b:\n    image: app\n    deploy:\n      restart_policy: {condition: any}\n  c:\n    image: app\n    restart: unless-stopped\n    deploy:\n      restart_policy: {max_attempts: 2}\n",
+    );
+    let policy = |service: &str| body(&p, service, 1)["HostConfig"]["RestartPolicy"].clone();
+    assert_eq!(
+        policy("a"),
+        json!({"Name": "on-failure", "MaximumRetryCount": 5})
+    );
+    assert_eq!(
+        policy("b"),
+        json!({"Name": "always", "MaximumRetryCount": 0})
+    );
+    // No condition: compose sends no policy name, which the engine takes as `no`.
+    assert_eq!(policy("c"), json!({"Name": "no", "MaximumRetryCount": 2}));
+}

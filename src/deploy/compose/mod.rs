@@ -45,7 +45,7 @@ pub use name::{container_name, project_name};
 pub use network::{Attachment, Ipam, IpamPool, Network};
 pub use port::Port;
 pub use project::ComposeProject;
-pub use resources::{Deploy, DeviceRequest, Limits, Reservations};
+pub use resources::{Deploy, DeviceRequest, Limits, Reservations, RestartPolicy};
 pub use service::{Dependency, DeviceMapping, PullPolicy, Service, Ulimit};
 pub use volume::Volume;
 

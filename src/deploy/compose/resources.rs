@@ -1,5 +1,6 @@
-//! `deploy:` of a service: replicas and `resources` (limits, GPU reservations). The rest of
-//! `deploy` (placement, update and restart policies) is Swarm's and refused.
+//! `deploy:` of a service: replicas, `resources` (limits, GPU reservations) and the restart
+//! policy, which compose gives the engine as it gives `restart`. The rest of `deploy`
+//! (placement, update policies) is Swarm's and refused.
 
 use miniserde::json::{Array, Value};
 
@@ -15,6 +16,68 @@ pub struct Deploy {
     pub replicas: Option<u64>,
     pub limits: Limits,
     pub reservations: Reservations,
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `deploy.restart_policy`: wins over `restart`, as in compose.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RestartPolicy {
+    /// `none`/`no`, `on-failure`, `unless-stopped`, `any`/`always`; `None`: compose sends no
+    /// policy name, which the engine takes as `no`.
+    pub condition: Option<String>,
+    pub max_attempts: Option<u64>,
+}
+
+impl RestartPolicy {
+    fn parse(node: &Node, path: &str) -> Result<Self> {
+        let mut fields = Fields::new(node, path)?;
+        let condition = match fields.get("condition") {
+            Some((value, path)) => {
+                let text = read::string(value, &path)?;
+                if !matches!(
+                    text.as_str(),
+                    "none" | "no" | "on-failure" | "unless-stopped" | "any" | "always"
+                ) {
+                    return Err(error(
+                        &path,
+                        value.line,
+                        "expected none, on-failure, unless-stopped or any",
+                    ));
+                }
+                Some(text)
+            }
+            None => None,
+        };
+        let policy = RestartPolicy {
+            condition,
+            max_attempts: fields.read("max_attempts", read::unsigned)?,
+        };
+        fields.finish(|key| match key {
+            "delay" | "window" => Some(
+                "the engine restarts with its own back-off and has no window (compose ignores it)",
+            ),
+            _ => None,
+        })?;
+        Ok(policy)
+    }
+
+    /// The engine's restart policy name and retry count.
+    pub fn to_engine(&self) -> (&'static str, u64) {
+        let name = match self.condition.as_deref() {
+            Some("on-failure") => "on-failure",
+            Some("unless-stopped") => "unless-stopped",
+            Some("any" | "always") => "always",
+            _ => "no",
+        };
+        (name, self.max_attempts.unwrap_or(0))
+    }
+
+    fn to_json(&self) -> Value {
+        Obj::new()
+            .string("condition", &self.condition)
+            .some("max_attempts", self.max_attempts.map(json::uint))
+            .build()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -100,9 +163,10 @@ impl Deploy {
             }
             resources.finish(read::no_reason)?;
         }
+        deploy.restart_policy = fields.read("restart_policy", RestartPolicy::parse)?;
         fields.finish(|key| match key {
-            "mode" | "labels" | "update_config" | "rollback_config" | "restart_policy"
-            | "placement" | "endpoint_mode" => Some(SWARM),
+            "mode" | "labels" | "update_config" | "rollback_config" | "placement"
+            | "endpoint_mode" => Some(SWARM),
             _ => None,
         })?;
         Ok(deploy)
@@ -143,6 +207,10 @@ impl Deploy {
         Obj::new()
             .some("replicas", self.replicas.map(json::uint))
             .set("resources", resources)
+            .some(
+                "restart_policy",
+                self.restart_policy.as_ref().map(RestartPolicy::to_json),
+            )
             .build()
     }
 }

@@ -95,6 +95,36 @@ fn pull_policy_is_read_and_leaves_the_config_hash_alone() {
 }
 
 #[test]
+fn deploy_restart_policy_is_read_and_its_swarm_timings_refused() {
+    let p = load("services:\n  a:\n    image: a\n    deploy:\n      restart_policy:\n        condition: on-failure\n        max_attempts: 3\n").unwrap();
+    let policy = p.services["a"]
+        .deploy
+        .as_ref()
+        .unwrap()
+        .restart_policy
+        .clone();
+    assert_eq!(
+        policy,
+        Some(super::RestartPolicy {
+            condition: Some("on-failure".into()),
+            max_attempts: Some(3)
+        })
+    );
+    let e = error(
+        "services:\n  a:\n    image: a\n    deploy:\n      restart_policy:\n        condition: on-failure\n        delay: 5s\n",
+    );
+    assert_eq!(
+        (e.path.as_str(), e.line),
+        ("services.a.deploy.restart_policy.delay", 7)
+    );
+    assert!(e.message.contains("back-off"), "{e}");
+    let e = error(
+        "services:\n  a:\n    image: a\n    deploy:\n      restart_policy: {condition: sometimes}\n",
+    );
+    assert_eq!(e.path, "services.a.deploy.restart_policy.condition");
+}
+
+#[test]
 fn refused_keys_elsewhere() {
     let e = error("services:\n  a:\n    image: a\ninclude: [other.yaml]\n");
     assert_eq!((e.path.as_str(), e.line), ("include", 4));
