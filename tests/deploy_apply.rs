@@ -76,6 +76,18 @@ fn within<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
     }))
 }
 
+/// Debian's Docker daemon on a private socket, for what podman does not do here; a machine
+/// without it fails the test loudly, naming what was not tested.
+#[track_caller]
+fn dockerd(name: &str, untested: &str) -> support::dockerd::Dockerd {
+    support::dockerd::Dockerd::start(name).unwrap_or_else(|reason| {
+        panic!(
+            "\n\n*** dockerd cannot run on this machine, so {untested} not tested against a real \
+             engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test needs root)\n"
+        )
+    })
+}
+
 struct Setup {
     podman: Podman,
     engine: EngineClient,
@@ -485,13 +497,7 @@ services:
 /// podman runs no health checks here (it needs systemd), Debian's Docker daemon does.
 #[test]
 fn dependencies_wait_for_health_and_completion_on_docker() {
-    let dockerd = support::dockerd::Dockerd::start("deploy-health").unwrap_or_else(|reason| {
-        panic!(
-            "\n\n*** dockerd cannot run on this machine, so health-check ordering was not tested \
-             against a real engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test \
-             needs root)\n"
-        )
-    });
+    let dockerd = dockerd("deploy-health", "health-check ordering was");
     dockerd.import_busybox(DB_IMAGE).unwrap();
     let engine = EngineClient::new(dockerd.socket());
     let host_dir = dockerd.dir.join("host");
@@ -712,12 +718,7 @@ fn confinement_logging_scheduling_and_dns_reach_the_container() {
 
 #[test]
 fn confinement_logging_scheduling_and_dns_reach_the_container_on_docker() {
-    let dockerd = support::dockerd::Dockerd::start("deploy-hardened").unwrap_or_else(|reason| {
-        panic!(
-            "\n\n*** dockerd cannot run on this machine, so the hardened service was not tested \
-             against it ***\n{reason}\n(scripts/setup.sh installs docker.io; the test needs root)\n"
-        )
-    });
+    let dockerd = dockerd("deploy-hardened", "the hardened service was");
     dockerd.import_busybox(DB_IMAGE).unwrap();
     let engine = EngineClient::new(dockerd.socket());
     let host_dir = dockerd.dir.join("host");
@@ -737,12 +738,7 @@ fn confinement_logging_scheduling_and_dns_reach_the_container_on_docker() {
 /// service (the way an edge fleet rolls out `:latest`); `never` fails when the node lacks it.
 #[test]
 fn pull_policy_pulls_from_a_registry_as_compose_does() {
-    let dockerd = support::dockerd::Dockerd::start("deploy-pull").unwrap_or_else(|reason| {
-        panic!(
-            "\n\n*** dockerd cannot run on this machine, so pulls were not tested against a real \
-             engine ***\n{reason}\n(scripts/setup.sh installs docker.io; the test needs root)\n"
-        )
-    });
+    let dockerd = dockerd("deploy-pull", "pulls were");
     let registry = support::registry::Registry::start("deploy-pull").unwrap_or_else(|reason| {
         panic!(
             "\n\n*** no registry on this machine, so pulls were not tested ***\n{reason}\n\
@@ -881,9 +877,7 @@ fn pull_policy_pulls_from_a_registry_as_compose_does() {
 fn a_private_registry_is_pulled_from_with_the_deploys_registry_auth() {
     use miaas_agent::control_plane::channel::messages::{RegistryCredential, Secret};
     const PASSWORD: &str = "s3cret-pull-771";
-    let dockerd = support::dockerd::Dockerd::start("deploy-login").unwrap_or_else(|reason| {
-        panic!("\n\n*** dockerd cannot run on this machine ***\n{reason}\n")
-    });
+    let dockerd = dockerd("deploy-login", "private pulls were");
     let registry = support::registry::Registry::start_with_login("deploy-login", "fleet", PASSWORD)
         .unwrap_or_else(|reason| {
             panic!(
