@@ -964,3 +964,40 @@ fn a_private_registry_is_pulled_from_with_the_deploys_registry_auth() {
     let removed = within(60, "remove", remove(&engine, "private", 3, &mut |_| {}));
     assert_eq!(removed.status, State::Removed, "{removed:?}");
 }
+
+/// An apply that created a container but failed placing its configs leaves it created and not
+/// started; the next apply places them before it starts it, as compose does before every start.
+#[test]
+fn a_container_left_created_gets_its_configs_before_it_starts() {
+    let Setup {
+        podman,
+        engine,
+        host_dir,
+    } = setup("apply-reconf");
+    let proxy = EngineProxy::start(podman.dir.join("proxy.sock"), engine.socket().into());
+    let engine = EngineClient::new(&proxy.socket);
+    let id = "configs-again";
+    let file = FILE.replace("18081", "18083");
+    let project = load(&file, &host_dir, id);
+    proxy.break_on("/archive", 0, Fault::Stall(Duration::ZERO));
+    let (status, _) = run(&engine, id, 1, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Failed, "{status:?}");
+    assert!(
+        status
+            .message
+            .contains("placing the configs into configs-again-db-1 failed"),
+        "{}",
+        status.message
+    );
+    let states = podman_lines(&podman, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(states, ["configs-again-db-1 Created"], "{states:?}");
+
+    let (status, _) = run(&engine, id, 2, &project, &NodePolicy::default());
+    assert_eq!(status.status, State::Running, "{status:?}");
+    assert_eq!(
+        wait_for_file(&host_dir.join("config-seen")),
+        "password=pw-7781\n"
+    );
+    let removed = within(60, "remove", remove(&engine, id, 3, &mut |_| {}));
+    assert_eq!(removed.status, State::Removed, "{removed:?}");
+}

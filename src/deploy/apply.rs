@@ -211,10 +211,9 @@ async fn apply_service(
                 .await
                 .map_err(|e| context(format!("restarting {} failed: {e}", existing.name)))?,
             Replica::Keep(existing) if !matches!(existing.state.as_str(), "running" | "paused") => {
-                engine
-                    .container_start(&existing.id)
+                start(engine, &spec, &existing.id, &existing.name)
                     .await
-                    .map_err(|e| context(format!("starting {} failed: {e}", existing.name)))?
+                    .map_err(context)?
             }
             Replica::Keep(_) => {}
             Replica::Create(_) => create_and_start(engine, &spec).await.map_err(context)?,
@@ -285,14 +284,25 @@ async fn create_and_start(engine: &EngineClient, spec: &ContainerSpec<'_>) -> Re
             .await
             .map_err(|e| format!("connecting {name} to the network {network} failed: {e}"))?;
     }
+    start(engine, spec, &created.id, &name).await
+}
+
+/// Places the configs, then starts: before every start, as compose does, so a container an
+/// earlier apply created but did not get to start (or one that exited) runs with its configs.
+async fn start(
+    engine: &EngineClient,
+    spec: &ContainerSpec<'_>,
+    id: &str,
+    name: &str,
+) -> Result<(), String> {
     for (directory, archive) in spec.config_archives()? {
         engine
-            .container_put_archive(&created.id, &directory, &archive)
+            .container_put_archive(id, &directory, &archive)
             .await
             .map_err(|e| format!("placing the configs into {name} failed: {e}"))?;
     }
     engine
-        .container_start(&created.id)
+        .container_start(id)
         .await
         .map_err(|e| format!("starting the container {name} failed: {e}"))
 }
