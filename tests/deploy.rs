@@ -276,6 +276,19 @@ fn a_project_runs_converges_and_is_removed_and_a_bad_file_creates_nothing() {
             .contains("Kubernetes manifests are not supported yet"),
         "{failed}"
     );
+    // An image named from the env: the engine's failure names it, the status hides the value.
+    let from_env = apply_body(
+        "env-image-e2e",
+        "services:\n  a:\n    image: registry.invalid/${DB_PASSWORD}:1\n",
+    );
+    let generation = deploy(&cp, &node, from_env);
+    let failed = wait_status(&cp, &mut agent, "env-image-e2e", generation, "failed", WAIT);
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("registry.invalid/<env DB_PASSWORD>:1"),
+        "{message}"
+    );
+    assert!(engine.containers("env-image-e2e").is_empty());
     assert!(engine.containers("bad-e2e").is_empty());
     assert!(engine.volumes().is_empty(), "{:?}", engine.volumes());
     assert!(engine.networks().is_empty(), "{:?}", engine.networks());

@@ -42,7 +42,7 @@ use super::policy::NodePolicy;
 use super::table::{Receipt, Table};
 use crate::config::Config;
 use crate::control_plane::Registrations;
-use crate::control_plane::channel::messages::{Action, Deploy, DeploymentStatus, State};
+use crate::control_plane::channel::messages::{Action, Deploy, DeploymentStatus, Secret, State};
 use crate::control_plane::channel::{
     self, Channel, ChannelSettings, Command, DeploymentReport, Uplink,
 };
@@ -254,7 +254,8 @@ async fn consume(
 async fn work(shared: Arc<Deployments>, uplink: Uplink, mut deploy: Deploy, streams: LogStreams) {
     loop {
         let began = Instant::now();
-        let outcome = execute(&shared, &uplink, &deploy).await;
+        let mut outcome = execute(&shared, &uplink, &deploy).await;
+        hide_env(&mut outcome.message, &deploy.env);
         let action = deploy.action;
         // The compose text and env are not kept while the status waits for the lane.
         drop(deploy);
@@ -344,14 +345,34 @@ async fn execute(shared: &Deployments, uplink: &Uplink, deploy: &Deploy) -> Depl
                 future::pending::<()>().await;
             }
             let status = latest.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(status) = status
+            if let Some(mut status) = status
                 && shared.table().progress(&status)
             {
+                hide_env(&mut status.message, &deploy.env);
                 uplink.status(status).await;
             }
         }
     };
     future::or(running, forwarding).await
+}
+
+/// Puts `<env NAME>` in place of each of the deploy's env values in a status message. The
+/// compose model never shows one, but the engine may: it echoes what was interpolated into a
+/// field the agent passes on (an image name, a cpuset), and a message names the image. Values
+/// under 4 characters stay: no secret is that short, and replacing them would garble the text.
+fn hide_env(text: &mut String, env: &BTreeMap<String, Secret>) {
+    let mut values: Vec<(&String, &str)> = env
+        .iter()
+        .map(|(name, value)| (name, value.expose()))
+        .filter(|(_, value)| value.len() >= 4)
+        .collect();
+    // Longest first, so that a value inside another does not leave the rest of the longer one.
+    crate::lists::sort_by(&mut values, |a, b| b.1.len().cmp(&a.1.len()));
+    for (name, value) in values {
+        if text.contains(value) {
+            *text = text.replace(value, &format!("<env {name}>"));
+        }
+    }
 }
 
 /// The deploy's file as a compose project, or why it cannot be deployed. `env` is exposed here
@@ -440,7 +461,6 @@ fn state_name(state: State) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control_plane::channel::messages::Secret;
 
     fn deploy(compose: &str, env: &[(&str, &str)]) -> Deploy {
         Deploy {
@@ -455,6 +475,25 @@ mod tests {
             template_id: None,
             registry_auth: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn env_values_an_engine_echoes_are_hidden_by_name() {
+        let env = BTreeMap::from([
+            ("TEAM".to_string(), Secret::new("acme".into())),
+            ("TAG".to_string(), Secret::new("acme-2024.1".into())),
+            ("ON".to_string(), Secret::new("yes".into())),
+        ]);
+        let mut text =
+            "the image registry.example.com/acme/app:acme-2024.1 cannot be pulled: yes, \
+                        manifest unknown"
+                .to_string();
+        hide_env(&mut text, &env);
+        assert_eq!(
+            text,
+            "the image registry.example.com/<env TEAM>/app:<env TAG> cannot be pulled: yes, \
+             manifest unknown"
+        );
     }
 
     #[test]
