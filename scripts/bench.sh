@@ -84,8 +84,8 @@ examples=$target_dir/$target/release/examples
 echo "bench: log streaming" >&2
 MIAAS_AGENT_BIN="$PWD/dist/$target/miaas-agent" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   RUSTFLAGS="--cfg miaas_bench" CARGO_TARGET_DIR="$target_dir/bench" \
-  cargo test --quiet --release --locked --test logs -- --nocapture --exact bench_log_streaming 2>/dev/null |
-  grep '^| log streaming' || echo "| log streaming | the benchmark failed: RUSTFLAGS='--cfg miaas_bench' cargo test --release --test logs -- --exact bench_log_streaming | |"
+  cargo test --quiet --release --locked --test logs -- --nocapture --exact bench::bench_log_streaming 2>/dev/null |
+  grep '^| log streaming' || echo "| log streaming | the benchmark failed: RUSTFLAGS='--cfg miaas_bench' cargo test --release --test logs -- --exact bench::bench_log_streaming | |"
 
 if [ ${#over[@]} -gt 0 ]; then
   printf '%s\n' "${over[@]}" >&2
