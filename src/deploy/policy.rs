@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::compose::{ComposeProject, MountKind, Service};
+use super::compose::{ComposeProject, MountKind, Service, security_opt_parts};
 
 /// What this node refuses: the operator's settings (`DEPLOY_REFUSE`, `DEPLOY_BIND_PREFIXES`,
 /// `DEPLOY_REGISTRIES`), read and checked with the other settings. The default refuses nothing.
@@ -31,13 +31,13 @@ impl NodePolicy {
         // `apparmor=unconfined`, `label=disable` lift it), so with privileged containers
         // refused only `no-new-privileges`, which narrows it, is left.
         if self.refuse_privileged
-            && let Some(option) = service
+            && let Some((kind, _)) = service
                 .security_opt
                 .iter()
-                .find(|o| !o.starts_with("no-new-privileges"))
+                .map(|o| security_opt_parts(o))
+                .find(|(kind, _)| *kind != "no-new-privileges")
         {
             // Its kind only: the value may come from the deploy's env.
-            let kind = option.split([':', '=']).next().unwrap_or_default();
             return Err(format!(
                 "a `{kind}` entry of `security_opt` is refused by {BY} (refuse_privileged: only no-new-privileges is allowed)"
             ));

@@ -46,7 +46,7 @@ pub use network::{Attachment, Ipam, IpamPool, Network};
 pub use port::Port;
 pub use project::ComposeProject;
 pub use resources::{Deploy, DeviceRequest, Limits, Reservations, RestartPolicy};
-pub use service::{Dependency, DeviceMapping, PullPolicy, Service, Ulimit};
+pub use service::{Dependency, DeviceMapping, PullPolicy, Service, Ulimit, security_opt_parts};
 pub use volume::Volume;
 
 /// A compose file is at most this big, as a deploy body is.

@@ -428,6 +428,15 @@ fn tmpfs(node: &Node, path: &str) -> Result<Vec<String>> {
     Ok(entries)
 }
 
+/// A `security_opt` entry as key and value, split as the engine splits it: at the first `=`,
+/// else at the first `:` (the older form); `no-new-privileges` alone has an empty value.
+pub fn security_opt_parts(option: &str) -> (&str, &str) {
+    option
+        .split_once('=')
+        .or_else(|| option.split_once(':'))
+        .unwrap_or((option, ""))
+}
+
 /// `security_opt`: what the engine's create takes from it. A seccomp profile other than
 /// `unconfined` is a file compose reads on the machine it runs on: there is none here.
 fn security_opt(node: &Node, path: &str) -> Result<Vec<String>> {
@@ -435,10 +444,7 @@ fn security_opt(node: &Node, path: &str) -> Result<Vec<String>> {
     for (i, item) in read::sequence(node, path)?.iter().enumerate() {
         let path = format!("{path}[{i}]");
         let option = read::string(item, &path)?;
-        let (key, value) = option
-            .split_once('=')
-            .or_else(|| option.split_once(':'))
-            .unwrap_or((&option, ""));
+        let (key, value) = security_opt_parts(&option);
         let valid = match key {
             "no-new-privileges" => matches!(value, "" | "true" | "false"),
             "seccomp" if value != "unconfined" => {
