@@ -240,15 +240,17 @@ impl ContainerSpec<'_> {
         let reservations = s.deploy.as_ref().map(|d| &d.reservations);
         let memory = limits.and_then(|l| l.memory).or(s.mem_limit);
         let cpus = limits.and_then(|l| l.cpus).or(s.cpus);
-        let restart = s.restart.as_deref().unwrap_or("no");
-        let (restart_name, retries) = match (
-            s.deploy.as_ref().and_then(|d| d.restart_policy.as_ref()),
-            restart.split_once(':'),
-        ) {
-            (Some(policy), _) => policy.to_engine(),
-            (None, Some((name, count))) => (name, count.parse::<u64>().unwrap_or(0)),
-            (None, None) => (restart, 0),
-        };
+        let (restart_name, retries) =
+            match s.deploy.as_ref().and_then(|d| d.restart_policy.as_ref()) {
+                Some(policy) => policy.to_engine(),
+                None => {
+                    let restart = s.restart.as_deref().unwrap_or("no");
+                    match restart.split_once(':') {
+                        Some((name, count)) => (name, count.parse::<u64>().unwrap_or(0)),
+                        None => (restart, 0),
+                    }
+                }
+            };
         // A list, not a B-tree map (see `crate::lists`): the object it becomes sorts the keys.
         let mut port_bindings: Vec<(String, Vec<Value>)> = Vec::new();
         for port in &s.ports {
