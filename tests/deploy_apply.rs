@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use async_io::{Timer, block_on};
 use futures_lite::future;
-use miaas_agent::control_plane::channel::messages::{DeploymentStatus, State};
+use miaas_agent::control_plane::channel::messages::{
+    DeploymentStatus, RegistryCredential, Secret, State,
+};
 use miaas_agent::deploy::compose::ComposeProject;
 use miaas_agent::deploy::{
     ApplyRequest, DEPLOYMENT_LABEL, NodePolicy, apply, observe, observe_all, remove,
@@ -137,13 +139,24 @@ fn run(
     project: &ComposeProject,
     policy: &NodePolicy,
 ) -> (DeploymentStatus, Vec<DeploymentStatus>) {
+    run_with_auth(engine, id, generation, project, policy, &BTreeMap::new())
+}
+
+/// `run`, with the deploy's registry credentials.
+fn run_with_auth(
+    engine: &EngineClient,
+    id: &str,
+    generation: u64,
+    project: &ComposeProject,
+    policy: &NodePolicy,
+    auth: &BTreeMap<String, RegistryCredential>,
+) -> (DeploymentStatus, Vec<DeploymentStatus>) {
     let mut reports = Vec::new();
-    let auth = BTreeMap::new();
     let request = ApplyRequest {
         deployment_id: id,
         generation,
         project,
-        registry_auth: &auth,
+        registry_auth: auth,
     };
     let status = within(
         180,
@@ -875,7 +888,6 @@ fn pull_policy_pulls_from_a_registry_as_compose_does() {
 /// look; with it the image is pulled, and the password shows in no status.
 #[test]
 fn a_private_registry_is_pulled_from_with_the_deploys_registry_auth() {
-    use miaas_agent::control_plane::channel::messages::{RegistryCredential, Secret};
     const PASSWORD: &str = "s3cret-pull-771";
     let dockerd = dockerd("deploy-login", "private pulls were");
     let registry = support::registry::Registry::start_with_login("deploy-login", "fleet", PASSWORD)
@@ -920,24 +932,17 @@ fn a_private_registry_is_pulled_from_with_the_deploys_registry_auth() {
         format!("services:\n  app:\n    image: {image}\n    command: [/busybox, sleep, '3600']\n");
     let project = load(&file, &host_dir, "private");
     let apply_with = |generation, auth: &BTreeMap<String, RegistryCredential>| {
-        let mut reports = Vec::new();
-        let request = ApplyRequest {
-            deployment_id: "private",
+        let (status, mut reports) = run_with_auth(
+            &engine,
+            "private",
             generation,
-            project: &project,
-            registry_auth: auth,
-        };
-        let status = within(
-            180,
-            "apply",
-            apply(&engine, &request, &NodePolicy::default(), &mut |s| {
-                reports.push(s)
-            }),
+            &project,
+            &NodePolicy::default(),
+            auth,
         );
         reports.push(status.clone());
         (status, reports)
     };
-
     let (refused, mut reports) = apply_with(1, &BTreeMap::new());
     assert_eq!(refused.status, State::Failed, "{refused:?}");
     assert!(
